@@ -1,0 +1,72 @@
+# CARE-SSc participant portal. `make run` sets everything up and serves; `make test` tests.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 5000
+export FLASK_APP := wsgi.py
+
+VENDOR := static/vendor/htmx.min.js static/vendor/simplewebauthn-browser.umd.min.js
+
+.PHONY: run setup test lint translations bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund $(if $(NPM_DEV),,--omit=dev)
+	touch $@
+
+node_modules/.dev-installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@ node_modules/.package-lock.json
+
+static/vendor/htmx.min.js: node_modules/.package-lock.json
+	mkdir -p static/vendor
+	cp node_modules/htmx.org/dist/htmx.min.js $@
+
+static/vendor/simplewebauthn-browser.umd.min.js: node_modules/.package-lock.json
+	mkdir -p static/vendor
+	cp node_modules/@simplewebauthn/browser/dist/bundle/index.umd.min.js $@
+
+translations/%/LC_MESSAGES/messages.mo: translations/%/LC_MESSAGES/messages.po $(VENV)/.installed
+	$(BIN)/pybabel compile -d translations -l $*
+
+setup: $(VENV)/.installed $(VENDOR) translations/fr/LC_MESSAGES/messages.mo
+	$(BIN)/flask db upgrade
+	$(BIN)/flask demo load
+
+run: setup
+	$(BIN)/flask demo links
+	$(BIN)/flask run --host 127.0.0.1 --port $(PORT)
+
+# Extract every marked string, merge it into the catalogues, and compile them.
+translations: $(VENV)/.installed
+	$(BIN)/pybabel extract -F babel.cfg -k _l -k lazy_gettext -o translations/messages.pot --no-location --sort-output .
+	$(BIN)/pybabel update -i translations/messages.pot -d translations --no-fuzzy-matching --ignore-obsolete
+	$(BIN)/pybabel compile -d translations
+
+test: $(VENV)/.installed-test node_modules/.dev-installed $(VENDOR) translations/fr/LC_MESSAGES/messages.mo
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: $(VENV)/.installed-test node_modules/.dev-installed $(VENDOR)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) node_modules static/vendor instance translations/*/LC_MESSAGES/*.mo

@@ -1,0 +1,54 @@
+"""CARE-SSc participant portal."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import sqlalchemy as sa
+from flask import Flask
+
+from patient_portal.config import ConfigError, load_settings
+from patient_portal.db import set_sqlite_pragmas
+from patient_portal.protocol.services import ProtocolError
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Build the app: defaults, then the environment, then the test dictionary."""
+    app = Flask(__name__, instance_relative_config=True, static_folder=None)
+    try:
+        app.config.from_mapping(load_settings(Path(app.instance_path)))
+        if test_config:
+            app.config.from_mapping(test_config)
+        _init_extensions(app)
+    except (ConfigError, ProtocolError) as error:
+        # One clear line instead of a traceback: the operator has a setting or file to fix.
+        print(f"CARE-SSc portal cannot start: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return app
+
+
+def _init_extensions(app: Flask) -> None:
+    from patient_portal import assets, audit, errors, i18n, security, views
+    from patient_portal.accounts import auth
+    from patient_portal.accounts import views as accounts_views
+    from patient_portal.extensions import csrf, db, htmx, limiter, migrate
+    from patient_portal.protocol import services as protocol
+
+    protocol.init_app(app)
+    db.init_app(app)
+    with app.app_context():
+        if db.engine.dialect.name == "sqlite":
+            sa.event.listen(db.engine, "connect", set_sqlite_pragmas)
+    migrate.init_app(app, db, directory=str(Path(app.root_path).parent / "migrations"))
+    csrf.init_app(app)
+    limiter.init_app(app)
+    htmx.init_app(app)
+    i18n.init_app(app)
+    security.init_app(app)
+    auth.init_app(app)
+    audit.init_app(app)
+    assets.init_app(app)
+    errors.init_app(app)
+    app.register_blueprint(views.bp)
+    app.register_blueprint(accounts_views.bp)

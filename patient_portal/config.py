@@ -1,0 +1,114 @@
+"""Settings: defaults, then the environment (prefix PORTAL_ plus DATABASE_URL, SECRET_KEY and
+RATELIMIT_STORAGE_URI), then the test dictionary given to create_app."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import urlsplit
+
+
+class ConfigError(RuntimeError):
+    """A required setting is missing or malformed; start-up stops with one line naming it."""
+
+
+def _instance_file_secret(instance_path: Path, name: str) -> str:
+    """Read a development secret kept in instance/, creating it once so restarts keep sessions."""
+    path = instance_path / name
+    if path.exists():
+        return path.read_text().strip()
+    instance_path.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(48)
+    path.write_text(value)
+    path.chmod(0o600)
+    return value
+
+
+def _origin(value: str, name: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+        raise ConfigError(
+            f"{name} must be an origin like https://portal.example.org, not {value!r}"
+        )
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _positive_int(value: str, name: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {value!r}") from None
+    if number <= 0:
+        raise ConfigError(f"{name} must be greater than 0, not {value!r}")
+    return number
+
+
+def load_settings(instance_path: Path, environ: dict[str, str] | None = None) -> dict:
+    """Build the Flask configuration from the environment, refusing bad values by name."""
+    env = os.environ if environ is None else environ
+    portal_env = env.get("PORTAL_ENV", "development")
+    if portal_env not in ("development", "production", "test"):
+        raise ConfigError(f"PORTAL_ENV must be development, production or test, not {portal_env!r}")
+    production = portal_env == "production"
+
+    secret_key = env.get("SECRET_KEY", "")
+    if production and len(secret_key) < 32:
+        raise ConfigError("SECRET_KEY must be set to at least 32 random characters in production")
+    if not secret_key:
+        secret_key = _instance_file_secret(instance_path, "secret_key")
+
+    database_url = env.get("DATABASE_URL") or f"sqlite:///{instance_path / 'portal.sqlite3'}"
+    if database_url.startswith("postgres://"):
+        database_url = "postgresql+psycopg://" + database_url.removeprefix("postgres://")
+    elif database_url.startswith("postgresql://"):
+        database_url = "postgresql+psycopg://" + database_url.removeprefix("postgresql://")
+    if not database_url.startswith(("sqlite:///", "postgresql+psycopg://")):
+        raise ConfigError(
+            f"DATABASE_URL must be an sqlite:/// or postgresql:// URL, not {database_url!r}"
+        )
+
+    origin = _origin(env.get("PORTAL_ORIGIN", "http://localhost:5000"), "PORTAL_ORIGIN")
+    rp_id = env.get("PORTAL_RP_ID", "localhost")
+    origin_host = urlsplit(origin).hostname or ""
+    if not (origin_host == rp_id or origin_host.endswith("." + rp_id)):
+        raise ConfigError(
+            f"PORTAL_RP_ID {rp_id!r} must be the host of PORTAL_ORIGIN or a parent of it"
+        )
+
+    ratelimit_uri = env.get("RATELIMIT_STORAGE_URI", "memory://")
+    if not ratelimit_uri.startswith(("memory://", "redis://", "rediss://")):
+        raise ConfigError(
+            f"RATELIMIT_STORAGE_URI must be memory:// or redis://..., not {ratelimit_uri!r}"
+        )
+    if production and ratelimit_uri.startswith("memory://"):
+        raise ConfigError(
+            "RATELIMIT_STORAGE_URI must point at Redis in production (shared counters)"
+        )
+
+    return {
+        "PORTAL_ENV": portal_env,
+        "SECRET_KEY": secret_key,
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "PORTAL_ORIGIN": origin,
+        "PORTAL_RP_ID": rp_id,
+        "PORTAL_RP_NAME": env.get("PORTAL_RP_NAME", "CARE-SSc"),
+        "RATELIMIT_STORAGE_URI": ratelimit_uri,
+        "RATELIMIT_HEADERS_ENABLED": True,
+        "SESSION_COOKIE_NAME": "portal_session",
+        "SESSION_COOKIE_SECURE": production,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "PORTAL_HSTS": production,
+        # A questionnaire can stay open for a long time: the CSRF token lives as long as the session.
+        "WTF_CSRF_TIME_LIMIT": None,
+        "WTF_CSRF_SSL_STRICT": production,
+        "MAX_CONTENT_LENGTH": _positive_int(
+            env.get("PORTAL_MAX_CONTENT_LENGTH", "65536"), "PORTAL_MAX_CONTENT_LENGTH"
+        ),
+        "PORTAL_DEFAULT_LANGUAGE": env.get("PORTAL_DEFAULT_LANGUAGE", "fr"),
+        "PORTAL_PROTOCOL_FILE": env.get("PORTAL_PROTOCOL_FILE", ""),
+        "PORTAL_INSTRUMENTS_DIR": env.get("PORTAL_INSTRUMENTS_DIR", ""),
+        "PORTAL_LOAD_DEMO": env.get("PORTAL_LOAD_DEMO", "") == "1",
+    }

@@ -1,0 +1,100 @@
+"""Language choice and locale-aware formatting.
+
+The language comes from the signed-in person's stored choice, then the `lang` cookie, then
+Accept-Language, then the configured default. Formatting uses language + site country (fr_CA,
+en_CA, fr_FR) and the site's wall-clock time zone, never the server's.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+from babel import dates as babel_dates
+from babel import numbers as babel_numbers
+from flask import Flask, current_app, request
+from flask_babel import get_locale, gettext
+from flask_login import current_user
+
+from patient_portal.extensions import babel
+
+LANGUAGES = ("fr", "en")
+LANGUAGE_COOKIE = "lang"
+LANGUAGE_NAMES = {"fr": "Français", "en": "English"}
+
+
+def select_language() -> str:
+    """Pick the page language in the order the design sets."""
+    if current_user and current_user.is_authenticated:
+        return current_user.language
+    cookie = request.cookies.get(LANGUAGE_COOKIE)
+    if cookie in LANGUAGES:
+        return cookie
+    # best_match ignores malformed entries and never raises on them.
+    return (
+        request.accept_languages.best_match(LANGUAGES)
+        or current_app.config["PORTAL_DEFAULT_LANGUAGE"]
+    )
+
+
+def current_language() -> str:
+    return (
+        str(get_locale().language)
+        if get_locale()
+        else current_app.config["PORTAL_DEFAULT_LANGUAGE"]
+    )
+
+
+def formatting_locale(language: str, country: str | None) -> str:
+    """fr_CA, en_CA or fr_FR; without a site, Canada for English and France for French."""
+    if country is None:
+        country = "CA" if language == "en" else "FR"
+    return f"{language}_{country}"
+
+
+def format_date(value: date | datetime, locale: str, zone: ZoneInfo, format: str = "full") -> str:
+    """A calendar date in the site's zone: « jeudi 3 décembre 2026 » / “Thursday, December 3, 2026”."""
+    if isinstance(value, datetime):
+        value = value.astimezone(zone).date()
+    return babel_dates.format_date(value, format=format, locale=locale)
+
+
+def format_time(value: datetime, locale: str, zone: ZoneInfo) -> str:
+    """A wall-clock time in the site's zone: « 9 h 30 » (fr_CA), « 09:30 » (fr_FR), “9:30 AM”."""
+    return babel_dates.format_time(value.astimezone(zone), format="short", locale=locale)
+
+
+def format_datetime(value: datetime, locale: str, zone: ZoneInfo, format: str = "long") -> str:
+    """Date and time in the site's zone, in the formatting locale."""
+    return babel_dates.format_datetime(
+        value.astimezone(zone), format=format, locale=locale, tzinfo=zone
+    )
+
+
+def format_number(value: float | int, locale: str, decimals: int = 0) -> str:
+    """A number with the locale's separators: 1 234,5 in French, 1,234.5 in English."""
+    pattern = "#,##0" + ("." + "0" * decimals if decimals else "")
+    return babel_numbers.format_decimal(value, format=pattern, locale=locale)
+
+
+def format_relative_days(days: int, locale: str) -> str:
+    """“in 3 days”, « dans 3 jours », “today”."""
+    if days == 0:
+        return gettext("today")
+    return babel_dates.format_timedelta(
+        days * 86400, granularity="day", threshold=10_000, add_direction=True, locale=locale
+    )
+
+
+def init_app(app: Flask) -> None:
+    babel.init_app(
+        app,
+        locale_selector=select_language,
+        default_translation_directories=str(app.root_path + "/../translations"),
+        default_domain="messages",
+    )
+    app.jinja_env.globals.update(
+        current_language=current_language,
+        LANGUAGE_NAMES=LANGUAGE_NAMES,
+        LANGUAGES=LANGUAGES,
+    )

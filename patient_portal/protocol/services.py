@@ -1,0 +1,252 @@
+"""The CARE-SSc protocol as data: sites, visits and windows, loaded and validated at start-up."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from flask import Flask, current_app
+
+DEFAULT_PROTOCOL_FILE = Path(__file__).with_name("care_ssc.json")
+VISIT_KINDS = ("screening", "infusion", "safety", "follow_up", "end_of_study")
+LANGUAGES = ("fr", "en")
+COUNTRIES = ("CA", "FR")
+
+
+class ProtocolError(RuntimeError):
+    """The protocol file is wrong: the message names the file, the field and the problem."""
+
+
+@dataclass(frozen=True)
+class Site:
+    code: str
+    study_id_prefix: str
+    name: dict[str, str]
+    city: str
+    timezone: str
+    country: str
+    languages: tuple[str, ...]
+    address: str
+    phone: str
+    emergency_number: str
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def formatting_locale(self, language: str) -> str:
+        """Language plus the site's country: fr_CA, en_CA, fr_FR, en_FR."""
+        return f"{language}_{self.country}"
+
+
+@dataclass(frozen=True)
+class VisitDefinition:
+    code: str
+    kind: str
+    day: int
+    window_before: int
+    window_after: int
+    name: dict[str, str]
+    questionnaires: tuple[str, ...]
+
+    @property
+    def is_infusion(self) -> bool:
+        return self.kind == "infusion"
+
+
+@dataclass(frozen=True)
+class Series:
+    code: str
+    instrument: str
+    every_days: int
+    from_day: int
+    to_day: int
+    open_days: int
+
+
+@dataclass(frozen=True)
+class Protocol:
+    study_code: str
+    registry: str
+    title: dict[str, str]
+    sites: dict[str, Site]
+    visits: tuple[VisitDefinition, ...]
+    series: tuple[Series, ...]
+    open_days_before_target: int
+    grace_hours: int
+    default_visit_hour: int
+
+    def site(self, code: str) -> Site:
+        return self.sites[code]
+
+    def visit(self, code: str) -> VisitDefinition:
+        return next(v for v in self.visits if v.code == code)
+
+
+class _Reader:
+    """Reads typed fields out of the JSON, naming the exact place of any problem."""
+
+    def __init__(self, filename: str):
+        self.filename = filename
+
+    def fail(self, where: str, problem: str) -> ProtocolError:
+        return ProtocolError(f"{self.filename}: {where}: {problem}")
+
+    def field(self, obj: object, key: str, kind: type | tuple[type, ...], where: str):
+        if not isinstance(obj, dict):
+            raise self.fail(where, "must be an object")
+        if key not in obj:
+            raise self.fail(f"{where}.{key}" if where else key, "is missing")
+        value = obj[key]
+        # bool is an int in Python; a protocol day of `true` is a mistake, not 1.
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+            raise self.fail(f"{where}.{key}" if where else key, f"must be {_kind_name(kind)}")
+        return value
+
+    def text(self, obj: object, key: str, where: str) -> str:
+        value = self.field(obj, key, str, where)
+        if not value.strip():
+            raise self.fail(f"{where}.{key}", "must not be empty")
+        return value
+
+    def translated(self, obj: object, key: str, where: str) -> dict[str, str]:
+        value = self.field(obj, key, dict, where)
+        for language in LANGUAGES:
+            self.text(value, language, f"{where}.{key}")
+        return {language: value[language] for language in LANGUAGES}
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    names = {str: "a string", int: "a whole number", dict: "an object", list: "a list"}
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _read_site(r: _Reader, raw: object, where: str) -> Site:
+    timezone = r.text(raw, "timezone", where)
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise r.fail(f"{where}.timezone", f"{timezone!r} is not a known time zone") from None
+    country = r.text(raw, "country", where)
+    if country not in COUNTRIES:
+        raise r.fail(f"{where}.country", f"{country!r} is not one of {', '.join(COUNTRIES)}")
+    languages = r.field(raw, "languages", list, where)
+    if not languages or any(language not in LANGUAGES for language in languages):
+        raise r.fail(f"{where}.languages", "must list fr and/or en")
+    return Site(
+        code=r.text(raw, "code", where),
+        study_id_prefix=r.text(raw, "study_id_prefix", where),
+        name=r.translated(raw, "name", where),
+        city=r.text(raw, "city", where),
+        timezone=timezone,
+        country=country,
+        languages=tuple(languages),
+        address=r.text(raw, "address", where),
+        phone=r.text(raw, "phone", where),
+        emergency_number=r.text(raw, "emergency_number", where),
+    )
+
+
+def _read_visit(r: _Reader, raw: object, where: str) -> VisitDefinition:
+    kind = r.text(raw, "kind", where)
+    if kind not in VISIT_KINDS:
+        raise r.fail(f"{where}.kind", f"{kind!r} is not one of {', '.join(VISIT_KINDS)}")
+    before = r.field(raw, "window_before", int, where)
+    after = r.field(raw, "window_after", int, where)
+    if before < 0 or after < 0:
+        raise r.fail(where, "window_before and window_after must be 0 or more days")
+    questionnaires = r.field(raw, "questionnaires", list, where)
+    if not all(isinstance(q, str) and q for q in questionnaires):
+        raise r.fail(f"{where}.questionnaires", "must list instrument ids")
+    return VisitDefinition(
+        code=r.text(raw, "code", where),
+        kind=kind,
+        day=r.field(raw, "day", int, where),
+        window_before=before,
+        window_after=after,
+        name=r.translated(raw, "name", where),
+        questionnaires=tuple(questionnaires),
+    )
+
+
+def _read_series(r: _Reader, raw: object, where: str) -> Series:
+    series = Series(
+        code=r.text(raw, "code", where),
+        instrument=r.text(raw, "instrument", where),
+        every_days=r.field(raw, "every_days", int, where),
+        from_day=r.field(raw, "from_day", int, where),
+        to_day=r.field(raw, "to_day", int, where),
+        open_days=r.field(raw, "open_days", int, where),
+    )
+    if series.every_days <= 0 or series.open_days <= 0:
+        raise r.fail(where, "every_days and open_days must be greater than 0")
+    if series.to_day < series.from_day:
+        raise r.fail(where, "to_day must not come before from_day")
+    return series
+
+
+def parse_protocol(raw: object, filename: str) -> Protocol:
+    """Validate the decoded protocol file and build the Protocol, or raise ProtocolError."""
+    r = _Reader(filename)
+    study = r.field(raw, "study", dict, "")
+    sites = [_read_site(r, s, f"sites[{i}]") for i, s in enumerate(r.field(raw, "sites", list, ""))]
+    visits = [
+        _read_visit(r, v, f"visits[{i}]") for i, v in enumerate(r.field(raw, "visits", list, ""))
+    ]
+    series = [
+        _read_series(r, s, f"series[{i}]") for i, s in enumerate(r.field(raw, "series", list, ""))
+    ]
+    windows = r.field(raw, "questionnaire_windows", dict, "")
+    hour = r.field(raw, "default_visit_hour", int, "")
+    if not sites:
+        raise r.fail("sites", "must list at least one site")
+    if not visits:
+        raise r.fail("visits", "must list at least one visit")
+    for label, codes in (("sites", [s.code for s in sites]), ("visits", [v.code for v in visits])):
+        duplicates = {c for c in codes if codes.count(c) > 1}
+        if duplicates:
+            raise r.fail(label, f"duplicate code {sorted(duplicates)[0]!r}")
+    days = [v.day for v in visits]
+    if days != sorted(days):
+        raise r.fail("visits", "must be listed in order of their day")
+    if not 0 <= hour <= 23:
+        raise r.fail("default_visit_hour", "must be an hour from 0 to 23")
+    return Protocol(
+        study_code=r.text(study, "code", "study"),
+        registry=r.text(study, "registry", "study"),
+        title=r.translated(study, "title", "study"),
+        sites={s.code: s for s in sites},
+        visits=tuple(visits),
+        series=tuple(series),
+        open_days_before_target=r.field(
+            windows, "open_days_before_target", int, "questionnaire_windows"
+        ),
+        grace_hours=r.field(windows, "grace_hours", int, "questionnaire_windows"),
+        default_visit_hour=hour,
+    )
+
+
+def load_protocol(path: Path) -> Protocol:
+    """Read and validate a protocol file."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ProtocolError(f"{path}: file not found") from None
+    except json.JSONDecodeError as error:
+        raise ProtocolError(
+            f"{path.name}: not valid JSON (line {error.lineno}: {error.msg})"
+        ) from None
+    return parse_protocol(raw, path.name)
+
+
+def get_protocol() -> Protocol:
+    """The protocol loaded for the running app."""
+    return current_app.extensions["protocol"]
+
+
+def init_app(app: Flask) -> None:
+    path = Path(app.config["PORTAL_PROTOCOL_FILE"] or DEFAULT_PROTOCOL_FILE)
+    app.extensions["protocol"] = load_protocol(path)

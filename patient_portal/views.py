@@ -1,0 +1,112 @@
+"""Pages that belong to no feature: the landing page, the language switch and the health check."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from flask import Blueprint, abort, current_app, jsonify, redirect, render_template, request
+from flask_babel import gettext as _
+from flask_login import current_user
+from sqlalchemy.exc import SQLAlchemyError
+
+from patient_portal import audit
+from patient_portal.extensions import db
+from patient_portal.i18n import LANGUAGE_COOKIE, LANGUAGES
+from patient_portal.protocol.services import get_protocol
+
+bp = Blueprint("core", __name__)
+
+ONE_YEAR = 365 * 24 * 3600
+
+
+def local_path(target: str | None, default: str = "/") -> str:
+    """Only a path on this site may be a redirect target (no open redirect)."""
+    if not target:
+        return default
+    parts = urlsplit(target)
+    if (
+        parts.scheme
+        or parts.netloc
+        or not target.startswith("/")
+        or target.startswith("//")
+        or "\\" in target
+    ):
+        return default
+    return target
+
+
+def nav_links() -> list[tuple[str, str]]:
+    """The main menu for the signed-in person; features that are not installed are left out."""
+    if not current_user.is_authenticated:
+        return []
+    if current_user.is_staff:
+        candidates = [
+            ("staff.dashboard", _("Dashboard")),
+            ("staff.participants", _("Participants")),
+        ]
+    else:
+        candidates = [
+            ("accounts.home", _("Home")),
+            ("schedule.timeline", _("My visits")),
+            ("questionnaires.index", _("Questionnaires")),
+            ("accounts.settings", _("Settings")),
+        ]
+    candidates.append(("accounts.sign_out_page", _("Sign out")))
+    return [
+        (endpoint, label)
+        for endpoint, label in candidates
+        if endpoint in current_app.view_functions
+    ]
+
+
+@bp.app_context_processor
+def menu() -> dict:
+    return {"nav_links": nav_links}
+
+
+@bp.get("/")
+def landing():
+    protocol = get_protocol()
+    return render_template(
+        "core/landing.html", sites=list(protocol.sites.values()), protocol=protocol
+    )
+
+
+@bp.post("/language")
+def switch_language():
+    """Set the language: a cookie for everyone, and the stored choice of a signed-in person."""
+    language = request.form.get("language", "")
+    if language not in LANGUAGES:
+        abort(400)
+    if current_user.is_authenticated and current_user.language != language:
+        before = current_user.language
+        current_user.language = language
+        audit.record(
+            "language.changed",
+            current_user.kind,
+            current_user.id,
+            before={"language": before},
+            after={"language": language},
+        )
+        db.session.commit()
+    response = redirect(local_path(request.form.get("next")), 303)
+    response.set_cookie(
+        LANGUAGE_COOKIE,
+        language,
+        max_age=ONE_YEAR,
+        samesite="Lax",
+        secure=current_app.config["SESSION_COOKIE_SECURE"],
+        httponly=True,
+    )
+    return response
+
+
+@bp.get("/healthz")
+def healthz():
+    try:
+        db.session.execute(sa.text("SELECT 1"))
+    except SQLAlchemyError:
+        db.session.rollback()
+        return jsonify(status="degraded", database="unavailable"), 503
+    return jsonify(status="ok", database="ok")

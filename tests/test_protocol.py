@@ -1,0 +1,73 @@
+"""The protocol file: the CARE-SSc defaults load, and a bad file names file, field and problem."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from patient_portal import create_app
+from patient_portal.protocol.services import (
+    DEFAULT_PROTOCOL_FILE,
+    ProtocolError,
+    load_protocol,
+    parse_protocol,
+)
+
+RAW = json.loads(DEFAULT_PROTOCOL_FILE.read_text())
+
+
+def test_care_ssc_defaults():
+    protocol = load_protocol(DEFAULT_PROTOCOL_FILE)
+    assert {code: site.timezone for code, site in protocol.sites.items()} == {
+        "JGH": "America/Toronto",
+        "CHUM": "America/Toronto",
+        "SLS": "Europe/Paris",
+    }
+    assert protocol.sites["SLS"].formatting_locale("fr") == "fr_FR"
+    windows = {
+        v.code: (v.day - v.window_before, v.day, v.day + v.window_after) for v in protocol.visits
+    }
+    assert windows["SCREENING"] == (-21, -21, -1)
+    assert windows["M1"] == (21, 28, 35)
+    assert windows["M3"] == (84, 91, 98)
+    assert windows["M6"] == (168, 182, 196)
+    assert windows["M12"] == (351, 365, 379)
+    assert [v.code for v in protocol.visits if v.is_infusion] == ["M0", "M3"]
+
+
+def _broken(change) -> dict:
+    raw = copy.deepcopy(RAW)
+    change(raw)
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda r: r["sites"][2].update(timezone="Europe/Pariss"),
+            "sites[2].timezone: 'Europe/Pariss' is not a known time zone",
+        ),
+        (lambda r: r["visits"][1].pop("day"), "visits[1].day: is missing"),
+        (lambda r: r["visits"][2].update(day="28"), "visits[2].day: must be a whole number"),
+        (lambda r: r["visits"][3]["name"].update(fr=""), "visits[3].name.fr: must not be empty"),
+        (lambda r: r["visits"][2].update(kind="party"), "visits[2].kind: 'party' is not one of"),
+        (lambda r: r["sites"].append(copy.deepcopy(r["sites"][0])), "sites: duplicate code 'JGH'"),
+        (lambda r: r["visits"].reverse(), "visits: must be listed in order of their day"),
+    ],
+)
+def test_a_bad_protocol_names_file_field_and_problem(change, message):
+    with pytest.raises(ProtocolError) as error:
+        parse_protocol(_broken(change), "care_ssc.json")
+    assert str(error.value).startswith("care_ssc.json: ")
+    assert message in str(error.value)
+
+
+def test_a_bad_protocol_file_stops_start_up(tmp_path, capsys):
+    bad = tmp_path / "protocol.json"
+    bad.write_text(json.dumps(_broken(lambda r: r["sites"][0].update(country="US"))))
+    with pytest.raises(SystemExit):
+        create_app({"PORTAL_PROTOCOL_FILE": str(bad)})
+    assert "protocol.json: sites[0].country: 'US' is not one of CA, FR" in capsys.readouterr().err

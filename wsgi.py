@@ -1,0 +1,3 @@
+from patient_portal import create_app
+
+app = create_app()
