@@ -34,6 +34,8 @@ def _init_extensions(app: Flask) -> None:
     from patient_portal.accounts import views as accounts_views
     from patient_portal.extensions import csrf, db, htmx, limiter, migrate
     from patient_portal.protocol import services as protocol
+    from patient_portal.schedule import models as schedule_models  # noqa: F401
+    from patient_portal.schedule import views as schedule_views
 
     protocol.init_app(app)
     db.init_app(app)
@@ -52,3 +54,4 @@ def _init_extensions(app: Flask) -> None:
     errors.init_app(app)
     app.register_blueprint(views.bp)
     app.register_blueprint(accounts_views.bp)
+    app.register_blueprint(schedule_views.bp)
