@@ -1,7 +1,384 @@
-"""Schedule pages."""
+"""The participant's home page, timeline and calendar; the coordinator's view of a schedule.
+
+Load → authorise → act; one commit per request. Schedule errors answer 422 with the page (or
+the htmx fragment) showing the message, and nothing saved.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    flash,
+    get_flashed_messages,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_babel import gettext as _
+from flask_login import current_user
+
+from patient_portal import db as portal_db
+from patient_portal.accounts.auth import participant_of_visible_site, require
+from patient_portal.accounts.models import Participant
+from patient_portal.extensions import db, limiter
+from patient_portal.i18n import current_language, format_date, format_relative_days, format_time
+from patient_portal.protocol.services import Site, get_protocol
+from patient_portal.schedule import services
+from patient_portal.schedule.models import Visit
+from patient_portal.schedule.services import ScheduleError, TimelineEntry
 
 bp = Blueprint("schedule", __name__)
+
+
+# --- Sections other features add to the participant's home page -----------------------------
+
+
+@dataclass(frozen=True)
+class HomeSection:
+    template: str
+    context: Callable[[Participant, datetime], dict | None]
+
+
+HOME_SECTIONS: list[HomeSection] = []
+
+
+def register_home_section(
+    template: str, context: Callable[[Participant, datetime], dict | None]
+) -> None:
+    """Add a section under the next visit on the home page (questionnaires, reminders...).
+
+    `context(participant, now)` returns the template's variables (as `section`), or None to
+    leave the section out for that participant.
+    """
+    if all(existing.template != template for existing in HOME_SECTIONS):
+        HOME_SECTIONS.append(HomeSection(template, context))
+
+
+# --- Presentation ---------------------------------------------------------------------------
+
+
+def kind_label(kind: str) -> str:
+    return {
+        "screening": _("Screening visit"),
+        "infusion": _("Infusion"),
+        "safety": _("Safety visit"),
+        "follow_up": _("Follow-up visit"),
+        "end_of_study": _("End of study"),
+    }.get(kind, kind)
+
+
+def participant_state_label(state: str) -> str:
+    # Cancelled and missed are worded neutrally and never give the coordinator's reason.
+    return {
+        "done": _("Done"),
+        "next": _("Next visit"),
+        "later": _("Later"),
+        "past": _("Past"),
+        "missed": _("This visit did not take place"),
+        "cancelled": _("This visit will not take place"),
+    }[state]
+
+
+def staff_status_label(status: str) -> str:
+    return {
+        "planned": _("Planned"),
+        "completed": _("Completed"),
+        "missed": _("Missed"),
+        "cancelled": _("Cancelled"),
+    }[status]
+
+
+@dataclass(frozen=True)
+class Formatter:
+    """Dates and times of one site, in one language's formatting locale."""
+
+    site: Site
+    language: str
+
+    @property
+    def locale(self) -> str:
+        return self.site.formatting_locale(self.language)
+
+    def date(self, value: date) -> str:
+        return format_date(value, self.locale, self.site.zone)
+
+    def short_date(self, value: date) -> str:
+        return format_date(value, self.locale, self.site.zone, format="long")
+
+    def appointment(self, visit: Visit) -> str | None:
+        """“Tuesday, December 1, 2026 at 9:00 a.m.”; a repeated local time adds its offset."""
+        if visit.scheduled_at is None:
+            return None
+        zone = self.site.zone
+        text = _(
+            "%(date)s at %(time)s",
+            date=format_date(visit.scheduled_at, self.locale, zone),
+            time=format_time(visit.scheduled_at, self.locale, zone),
+        )
+        if services.is_repeated_local_time(visit.scheduled_at, zone):
+            text += f" ({services.utc_offset_label(visit.scheduled_at, zone)})"
+        return text
+
+    def window(self, visit: Visit) -> str:
+        if visit.window_start == visit.window_end:
+            return _("On %(date)s exactly", date=self.short_date(visit.window_start))
+        return _(
+            "Visit window: %(start)s to %(end)s",
+            start=self.short_date(visit.window_start),
+            end=self.short_date(visit.window_end),
+        )
+
+    def when(self, visit: Visit) -> str:
+        return self.appointment(visit) or _(
+            "Date to be confirmed, around %(date)s", date=self.date(visit.target_date)
+        )
+
+    def relative(self, days: int) -> str:
+        return format_relative_days(days, self.locale)
+
+
+def _ensure_planned(participant: Participant) -> None:
+    """Visits exist as soon as day 0 does, however day 0 was set (enrolment, demo data)."""
+    if services.plan_visits(participant, actor="system"):
+        db.session.commit()
+
+
+# --- Participant pages ----------------------------------------------------------------------
+
+
+@bp.get("/home")
+@require("participant")
+def home():
+    participant: Participant = current_user
+    _ensure_planned(participant)
+    now = portal_db.utcnow()
+    site = services.site_of(participant)
+    entries = services.timeline(participant, now)
+    upcoming = next((entry for entry in entries if entry.state == "next"), None)
+    sections = []
+    for section in HOME_SECTIONS:
+        data = section.context(participant, now)
+        if data is not None:
+            sections.append((section.template, data))
+    return render_template(
+        "schedule/home.html",
+        participant=participant,
+        site=site,
+        fmt=Formatter(site, current_language()),
+        upcoming=upcoming,
+        has_visits=bool(entries),
+        sections=sections,
+        kind_label=kind_label,
+    )
+
+
+@bp.get("/visits")
+@require("participant")
+def timeline():
+    participant: Participant = current_user
+    _ensure_planned(participant)
+    site = services.site_of(participant)
+    return render_template(
+        "schedule/timeline.html",
+        site=site,
+        entries=services.timeline(participant, portal_db.utcnow()),
+        fmt=Formatter(site, current_language()),
+        kind_label=kind_label,
+        state_label=participant_state_label,
+    )
+
+
+def _ics_response(body: bytes, filename: str) -> Response:
+    response = Response(body, mimetype="text/calendar")
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+@bp.get("/visits/<code>.ics")
+@require("participant")
+def visit_ics(code: str):
+    visit = services.visit_by_code(current_user, code)
+    if visit is None or visit.status != "planned":
+        abort(404)
+    return _ics_response(services.visit_ics(visit), f"care-ssc-{code.lower()}.ics")
+
+
+def _calendar_page(token: str | None = None, status: int = 200):
+    participant: Participant = current_user
+    feed = services.active_feed(participant)
+    site = services.site_of(participant)
+    feed_url = url_for("schedule.feed", token=token, _external=True) if token else None
+    return render_template(
+        "schedule/calendar.html",
+        feed=feed,
+        feed_url=feed_url,
+        webcal_url=("webcal://" + feed_url.split("://", 1)[1]) if feed_url else None,
+        created_on=Formatter(site, current_language()).date(
+            feed.created_at.astimezone(site.zone).date()
+        )
+        if feed
+        else None,
+    ), status
+
+
+@bp.get("/visits/calendar")
+@require("participant")
+def calendar_settings():
+    return _calendar_page()
+
+
+@bp.post("/visits/calendar")
+@require("participant")
+def calendar_issue():
+    token = services.issue_feed_token(current_user)
+    db.session.commit()
+    # The link is shown this once: only its hash is kept.
+    return _calendar_page(token)
+
+
+@bp.post("/visits/calendar/revoke")
+@require("participant")
+def calendar_revoke():
+    services.revoke_feed(current_user)
+    db.session.commit()
+    flash(_("Your calendar link is turned off. Calendars that used it will stop updating."))
+    return redirect(url_for("schedule.calendar_settings"), 303)
+
+
+@bp.get("/calendar/<token>.ics")
+@limiter.limit("60/minute")
+def feed(token: str):
+    """The private subscription feed: public, the token in the path is the only key."""
+    participant = services.participant_for_feed_token(token)
+    if participant is None:
+        abort(404)
+    return _ics_response(services.feed_ics(participant), "care-ssc.ics")
+
+
+# --- Coordinator pages ----------------------------------------------------------------------
+
+
+def _staff_context(participant: Participant, **extra) -> dict:
+    site = services.site_of(participant)
+    entries = services.timeline(participant, portal_db.utcnow())
+    return {
+        "participant": participant,
+        "site": site,
+        "entries": entries,
+        "fmt": Formatter(site, current_language()),
+        "kind_label": kind_label,
+        "status_label": staff_status_label,
+        "statuses": services.MARKABLE_STATUSES,
+        "messages": get_flashed_messages(),
+        "errors": {},
+        "form": {},
+        "default_hour": get_protocol().default_visit_hour,
+        **extra,
+    }
+
+
+def _staff_page(participant: Participant, status: int = 200, **extra):
+    return render_template("schedule/staff.html", **_staff_context(participant, **extra)), status
+
+
+def _staff_visit_answer(participant: Participant, visit: Visit, error: ScheduleError | None):
+    """After a visit form: the visit's fragment for htmx, else the page (or a redirect)."""
+    status = 422 if error else 200
+    if error is None and not (request.htmx and not request.htmx.boosted):
+        flash(_("Saved."))
+        return redirect(
+            url_for("schedule.staff_schedule", study_id=participant.study_id)
+            + f"#visit-{visit.code}",
+            303,
+        )
+    errors = {visit.code: error} if error else {}
+    form = {visit.code: request.form} if error else {}
+    if request.htmx and not request.htmx.boosted:
+        context = _staff_context(participant, errors=errors, form=form)
+        entry = next(e for e in context["entries"] if e.visit.code == visit.code)
+        return render_template(
+            "schedule/_staff_visit.html", entry=entry, saved=error is None, **context
+        ), status
+    return _staff_page(participant, status, errors=errors, form=form)
+
+
+@bp.get("/staff/participants/<study_id>/schedule")
+@require("staff")
+def staff_schedule(study_id: str):
+    participant = participant_of_visible_site(study_id, current_user)
+    _ensure_planned(participant)
+    return _staff_page(participant)
+
+
+@bp.post("/staff/participants/<study_id>/schedule/day0")
+@require("staff")
+def staff_day0(study_id: str):
+    participant = participant_of_visible_site(study_id, current_user)
+    form = {"day0": request.form.get("day0", ""), "reason": request.form.get("reason", "")}
+    try:
+        new_day0 = services.parse_local_date(form["day0"], field="day0")
+        if request.form.get("confirm") != "yes":
+            moves = services.preview_day0_change(participant, new_day0)
+            return _staff_page(participant, day0_preview=moves, day0_form=form, new_day0=new_day0)
+        services.change_day0(participant, new_day0, form["reason"])
+    except ScheduleError as error:
+        db.session.rollback()
+        return _staff_page(participant, 422, day0_error=error, day0_form=form)
+    db.session.commit()
+    flash(_("Day 0 is saved and the visits are updated."))
+    return redirect(url_for("schedule.staff_schedule", study_id=study_id), 303)
+
+
+def _visit_of(participant: Participant, code: str) -> Visit:
+    visit = services.visit_by_code(participant, code)
+    if visit is None:
+        abort(404)
+    return visit
+
+
+@bp.post("/staff/participants/<study_id>/visits/<code>/appointment")
+@require("staff")
+def staff_appointment(study_id: str, code: str):
+    participant = participant_of_visible_site(study_id, current_user)
+    visit = _visit_of(participant, code)
+    try:
+        services.set_appointment(
+            visit,
+            services.parse_local_date(request.form.get("date")),
+            services.parse_local_time(request.form.get("time")),
+            request.form.get("notes_en"),
+            request.form.get("notes_fr"),
+            request.form.get("reason"),
+        )
+    except ScheduleError as error:
+        db.session.rollback()
+        return _staff_visit_answer(participant, visit, error)
+    db.session.commit()
+    return _staff_visit_answer(participant, visit, None)
+
+
+@bp.post("/staff/participants/<study_id>/visits/<code>/status")
+@require("staff")
+def staff_status(study_id: str, code: str):
+    participant = participant_of_visible_site(study_id, current_user)
+    visit = _visit_of(participant, code)
+    try:
+        services.mark_visit(visit, request.form.get("status", ""), request.form.get("reason"))
+    except ScheduleError as error:
+        db.session.rollback()
+        return _staff_visit_answer(participant, visit, error)
+    db.session.commit()
+    return _staff_visit_answer(participant, visit, None)
+
+
+@bp.app_template_global()
+def visit_name(entry: TimelineEntry) -> str:
+    """The protocol's name of the visit in the page language."""
+    return entry.definition.name[current_language()]

@@ -1,0 +1,594 @@
+"""Visit schedule use cases: planning from the protocol, day 0 changes, appointments, statuses,
+what the participant sees next, and the calendar (.ics) they can subscribe to.
+
+Dates are computed on the site's wall calendar (`America/Toronto`, `Europe/Paris`) and
+appointments converted from the site's wall clock to UTC with zoneinfo; see docs/time.md.
+Every function here flushes and never commits: the view commits once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import icalendar
+import sqlalchemy as sa
+from flask_babel import force_locale
+from flask_babel import gettext as _
+
+from patient_portal import audit
+from patient_portal import db as portal_db
+from patient_portal.accounts.models import Participant
+from patient_portal.extensions import db
+from patient_portal.protocol.services import Site, VisitDefinition, get_protocol
+from patient_portal.schedule.models import CalendarFeed, Visit
+
+# A day 0 further than this from today is a typing mistake, not a plan.
+DAY0_LIMIT = timedelta(days=730)
+NOTES_MAX = 1000
+REASON_MAX = 1000
+# The protocol does not say how long a visit lasts; calendars need an end.
+VISIT_DURATION = timedelta(hours=1)
+UID_DOMAIN = "care-ssc-portal"
+PRODID = "-//CARE-SSc//Participant portal//EN"
+MARKABLE_STATUSES = ("planned", "completed", "missed", "cancelled")
+
+
+class ScheduleError(ValueError):
+    """Bad input for a schedule change; the message is translated and safe to show."""
+
+    status = 422
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class NonexistentLocalTime(ScheduleError):
+    """The wall-clock time falls in the spring-forward gap: no clock shows it that day."""
+
+
+@dataclass(frozen=True)
+class VisitMove:
+    """A visit that a day 0 change moves (old_target is None for a visit not yet planned)."""
+
+    code: str
+    name: dict[str, str]
+    old_target: date | None
+    new_target: date
+    new_window_start: date
+    new_window_end: date
+    clears_appointment: datetime | None
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    """A visit as the participant's pages show it."""
+
+    visit: Visit
+    definition: VisitDefinition
+    state: str  # done | next | later | past | missed | cancelled
+    local_date: date
+    days_until: int
+
+    @property
+    def is_infusion(self) -> bool:
+        return self.visit.kind == "infusion"
+
+
+# --- Time -----------------------------------------------------------------------------------
+
+
+def site_of(participant: Participant) -> Site:
+    return get_protocol().site(participant.site_code)
+
+
+def local_today(zone: ZoneInfo, now: datetime) -> date:
+    """Today's date on the site's wall calendar."""
+    return now.astimezone(zone).date()
+
+
+def wall_clock_to_utc(local_date: date, local_time: time, zone: ZoneInfo) -> datetime:
+    """Convert a site wall-clock date and time to a UTC instant.
+
+    A time inside the spring-forward gap (e.g. 02:30 on 8 March 2026 in Montréal) does not
+    exist and raises NonexistentLocalTime. A time that occurs twice at the fall-back change
+    (e.g. 01:30 on 1 November 2026 in Montréal) resolves to its FIRST occurrence, fold=0, which
+    is still summer time (UTC−4 there): the appointment is the earlier of the two instants.
+    """
+    naive = datetime.combine(local_date, local_time.replace(tzinfo=None, fold=0))
+    first = naive.replace(tzinfo=zone, fold=0)
+    as_utc = first.astimezone(UTC)
+    if as_utc.astimezone(zone).replace(tzinfo=None) != naive:
+        raise NonexistentLocalTime(
+            _(
+                "%(time)s does not exist on that day: the clocks jump forward an hour. "
+                "Please choose another time.",
+                time=local_time.strftime("%H:%M"),
+            ),
+            field="time",
+        )
+    return as_utc
+
+
+def is_repeated_local_time(moment: datetime, zone: ZoneInfo) -> bool:
+    """True when the wall-clock reading of this instant occurs twice (fall-back change)."""
+    naive = moment.astimezone(zone).replace(tzinfo=None)
+    return naive.replace(tzinfo=zone, fold=0).utcoffset() != naive.replace(
+        tzinfo=zone, fold=1
+    ).utcoffset() and wall_clock_exists(naive, zone)
+
+
+def wall_clock_exists(naive: datetime, zone: ZoneInfo) -> bool:
+    return naive.replace(tzinfo=zone).astimezone(UTC).astimezone(zone).replace(tzinfo=None) == naive
+
+
+def utc_offset_label(moment: datetime, zone: ZoneInfo) -> str:
+    """UTC−04:00 style, for a repeated local time shown with its offset."""
+    offset = moment.astimezone(zone).utcoffset() or timedelta(0)
+    minutes = int(offset.total_seconds() // 60)
+    sign = "+" if minutes >= 0 else "−"
+    minutes = abs(minutes)
+    return f"UTC{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+# --- Input parsing --------------------------------------------------------------------------
+
+
+def parse_local_date(text: str | None, field: str = "date") -> date:
+    """A date typed as YYYY-MM-DD (what <input type=date> sends), or ScheduleError."""
+    try:
+        return date.fromisoformat((text or "").strip())
+    except ValueError:
+        raise ScheduleError(_("Please enter a valid date (year-month-day)."), field=field) from None
+
+
+def parse_local_time(text: str | None, field: str = "time") -> time:
+    """A time typed as HH:MM (what <input type=time> sends), or ScheduleError."""
+    value = (text or "").strip()
+    try:
+        parsed = time.fromisoformat(value)
+    except ValueError:
+        parsed = None
+    if parsed is None or len(value) not in (5, 8) or parsed.tzinfo is not None:
+        raise ScheduleError(_("Please enter a valid time (hours:minutes)."), field=field)
+    return parsed.replace(second=0, microsecond=0)
+
+
+def _clean_text(value: str | None, limit: int, field: str) -> str | None:
+    value = (value or "").strip()
+    if len(value) > limit:
+        raise ScheduleError(
+            _("Please keep this under %(count)s characters.", count=limit), field=field
+        )
+    return value or None
+
+
+# --- Planning -------------------------------------------------------------------------------
+
+
+def _visit_dates(definition: VisitDefinition, day0: date) -> tuple[date, date, date]:
+    target = day0 + timedelta(days=definition.day)
+    return (
+        target,
+        target - timedelta(days=definition.window_before),
+        target + timedelta(days=definition.window_after),
+    )
+
+
+def visits_of(participant: Participant) -> list[Visit]:
+    """The participant's visits in protocol order."""
+    order = {definition.code: i for i, definition in enumerate(get_protocol().visits)}
+    visits = db.session.scalars(sa.select(Visit).where(Visit.participant_id == participant.id))
+    return sorted(visits, key=lambda visit: (order.get(visit.code, len(order)), visit.id))
+
+
+def _snapshot(visit: Visit) -> dict:
+    return {
+        "code": visit.code,
+        "target_date": visit.target_date,
+        "window_start": visit.window_start,
+        "window_end": visit.window_end,
+        "scheduled_at": visit.scheduled_at,
+        "notes_en": visit.notes_en,
+        "notes_fr": visit.notes_fr,
+        "status": visit.status,
+        "status_reason": visit.status_reason,
+        "outside_window_reason": visit.outside_window_reason,
+    }
+
+
+def _touch(visit: Visit) -> None:
+    visit.sequence = (visit.sequence or 0) + 1
+    visit.updated_at = portal_db.utcnow()
+
+
+def plan_visits(participant: Participant, actor: str | None = None) -> list[Visit]:
+    """Create the protocol's visits the participant does not have yet; idempotent.
+
+    Nothing is planned without a day 0. Returns the visits created (none on a second call).
+    """
+    if participant.day0 is None:
+        return []
+    existing = {
+        code
+        for code in db.session.scalars(
+            sa.select(Visit.code).where(Visit.participant_id == participant.id)
+        )
+    }
+    now = portal_db.utcnow()
+    created = []
+    for definition in get_protocol().visits:
+        if definition.code in existing:
+            continue
+        target, start, end = _visit_dates(definition, participant.day0)
+        visit = Visit(
+            participant=participant,
+            code=definition.code,
+            kind=definition.kind,
+            target_date=target,
+            window_start=start,
+            window_end=end,
+            status="planned",
+            sequence=0,
+            created_at=now,
+            updated_at=now,
+        )
+        db.session.add(visit)
+        created.append(visit)
+    if created:
+        db.session.flush()
+        audit.record(
+            "visits.planned",
+            "participant",
+            participant.id,
+            after={
+                "day0": participant.day0,
+                "visits": {v.code: v.target_date for v in created},
+            },
+            actor=actor,
+        )
+    return created
+
+
+def _check_day0(new_day0: date, now: datetime, zone: ZoneInfo) -> None:
+    today = local_today(zone, now)
+    if abs(new_day0 - today) > DAY0_LIMIT:
+        raise ScheduleError(
+            _("Day 0 must be within two years of today. Please check the year."), field="day0"
+        )
+
+
+def preview_day0_change(participant: Participant, new_day0: date) -> list[VisitMove]:
+    """What a new day 0 would move: each visit not done whose target date changes."""
+    _check_day0(new_day0, portal_db.utcnow(), site_of(participant).zone)
+    by_code = {visit.code: visit for visit in visits_of(participant)}
+    moves = []
+    for definition in get_protocol().visits:
+        target, start, end = _visit_dates(definition, new_day0)
+        visit = by_code.get(definition.code)
+        if visit is not None and (visit.status != "planned" or visit.target_date == target):
+            continue
+        moves.append(
+            VisitMove(
+                code=definition.code,
+                name=definition.name,
+                old_target=visit.target_date if visit else None,
+                new_target=target,
+                new_window_start=start,
+                new_window_end=end,
+                clears_appointment=visit.scheduled_at if visit else None,
+            )
+        )
+    return moves
+
+
+def change_day0(participant: Participant, new_day0: date, reason: str | None) -> list[VisitMove]:
+    """Set or change day 0 and recompute the planned visits; completed, missed and cancelled
+    visits keep their dates. A moved visit loses its appointment, which was for the old date.
+    """
+    reason = _clean_text(reason, REASON_MAX, "reason")
+    if participant.day0 is not None and not reason:
+        raise ScheduleError(_("Please give the reason for changing day 0."), field="reason")
+    if new_day0 == participant.day0:
+        raise ScheduleError(_("Day 0 is already this date."), field="day0")
+    moves = preview_day0_change(participant, new_day0)
+    before = participant.day0
+    participant.day0 = new_day0
+    by_code = {visit.code: visit for visit in visits_of(participant)}
+    for move in moves:
+        visit = by_code.get(move.code)
+        if visit is None:
+            continue
+        old = _snapshot(visit)
+        visit.target_date = move.new_target
+        visit.window_start = move.new_window_start
+        visit.window_end = move.new_window_end
+        visit.scheduled_at = None
+        visit.outside_window_reason = None
+        _touch(visit)
+        audit.record(
+            "visit.recomputed", "visit", visit.id, before=old, after=_snapshot(visit), reason=reason
+        )
+    audit.record(
+        "participant.day0_changed",
+        "participant",
+        participant.id,
+        before={"day0": before},
+        after={"day0": new_day0, "moved": {m.code: m.new_target for m in moves}},
+        reason=reason,
+    )
+    plan_visits(participant)
+    db.session.flush()
+    return moves
+
+
+# --- Appointments and statuses --------------------------------------------------------------
+
+
+def set_appointment(
+    visit: Visit,
+    local_date: date,
+    local_time: time,
+    notes_en: str | None,
+    notes_fr: str | None,
+    reason: str | None,
+) -> Visit:
+    """Set or move the appointment of a planned visit, given on the site's wall clock.
+
+    The local time is converted with `wall_clock_to_utc`: a time in the spring-forward gap is
+    refused (NonexistentLocalTime); a time repeated at the fall-back change is the FIRST of the
+    two occurrences (fold=0). A date outside the visit window needs a reason and is flagged.
+    """
+    if visit.status != "planned":
+        raise ScheduleError(_("Only a planned visit can be given an appointment."))
+    zone = visit.zone
+    scheduled_at = wall_clock_to_utc(local_date, local_time, zone)
+    notes_en = _clean_text(notes_en, NOTES_MAX, "notes_en")
+    notes_fr = _clean_text(notes_fr, NOTES_MAX, "notes_fr")
+    reason = _clean_text(reason, REASON_MAX, "reason")
+    outside = not visit.window_start <= local_date <= visit.window_end
+    if outside and not reason:
+        raise ScheduleError(
+            _("This date is outside the visit window. Please give the reason."), field="reason"
+        )
+    before = _snapshot(visit)
+    visit.scheduled_at = scheduled_at
+    visit.notes_en = notes_en
+    visit.notes_fr = notes_fr
+    visit.outside_window_reason = reason if outside else None
+    _touch(visit)
+    audit.record(
+        "visit.appointment_set",
+        "visit",
+        visit.id,
+        before=before,
+        after=_snapshot(visit),
+        reason=reason,
+    )
+    db.session.flush()
+    return visit
+
+
+def mark_visit(visit: Visit, status: str, reason: str | None) -> Visit:
+    """Mark a visit completed, missed or cancelled, or back to planned to correct a mistake.
+
+    A reason is required for every status but completed. A cancelled visit is shown to the
+    participant with neutral wording and never with its reason (blinding).
+    """
+    if status not in MARKABLE_STATUSES:
+        raise ScheduleError(_("Please choose what happened to this visit."), field="status")
+    reason = _clean_text(reason, REASON_MAX, "reason")
+    if status != "completed" and not reason:
+        raise ScheduleError(_("Please give the reason."), field="reason")
+    if status == visit.status:
+        raise ScheduleError(_("The visit already has this status."), field="status")
+    before = _snapshot(visit)
+    visit.status = status
+    visit.status_reason = reason
+    _touch(visit)
+    audit.record(
+        "visit.status_changed",
+        "visit",
+        visit.id,
+        before=before,
+        after=_snapshot(visit),
+        reason=reason,
+    )
+    db.session.flush()
+    return visit
+
+
+# --- What the participant sees --------------------------------------------------------------
+
+
+def visit_local_date(visit: Visit, zone: ZoneInfo) -> date:
+    """The day the visit happens on the wall calendar: the appointment's, else the target."""
+    if visit.scheduled_at is not None:
+        return visit.scheduled_at.astimezone(zone).date()
+    return visit.target_date
+
+
+def _is_upcoming(visit: Visit, zone: ZoneInfo, today: date) -> bool:
+    if visit.status != "planned":
+        return False
+    if visit.scheduled_at is not None:
+        return visit_local_date(visit, zone) >= today
+    return visit.window_end >= today
+
+
+def timeline(participant: Participant, now: datetime) -> list[TimelineEntry]:
+    """Every visit in protocol order, each with its state for the participant."""
+    zone = site_of(participant).zone
+    today = local_today(zone, now)
+    protocol = get_protocol()
+    next_one = next_visit(participant, now)
+    entries = []
+    for visit in visits_of(participant):
+        if visit.status == "completed":
+            state = "done"
+        elif visit.status in ("missed", "cancelled"):
+            state = visit.status
+        elif next_one is not None and visit.id == next_one.id:
+            state = "next"
+        elif _is_upcoming(visit, zone, today):
+            state = "later"
+        else:
+            state = "past"
+        local = visit_local_date(visit, zone)
+        entries.append(
+            TimelineEntry(
+                visit=visit,
+                definition=protocol.visit(visit.code),
+                state=state,
+                local_date=local,
+                days_until=(local - today).days,
+            )
+        )
+    return entries
+
+
+def next_visit(participant: Participant, now: datetime) -> Visit | None:
+    """The first planned visit not yet past, by its day on the site's calendar."""
+    zone = site_of(participant).zone
+    today = local_today(zone, now)
+    upcoming = [v for v in visits_of(participant) if _is_upcoming(v, zone, today)]
+    if not upcoming:
+        return None
+    return min(
+        upcoming,
+        key=lambda v: (
+            visit_local_date(v, zone),
+            v.scheduled_at or datetime.max.replace(tzinfo=UTC),
+        ),
+    )
+
+
+def visit_by_code(participant: Participant, code: str) -> Visit | None:
+    return db.session.scalar(
+        sa.select(Visit).where(Visit.participant_id == participant.id, Visit.code == code)
+    )
+
+
+# --- Calendar -------------------------------------------------------------------------------
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def active_feed(participant: Participant) -> CalendarFeed | None:
+    return db.session.scalar(
+        sa.select(CalendarFeed).where(
+            CalendarFeed.participant_id == participant.id, CalendarFeed.revoked_at.is_(None)
+        )
+    )
+
+
+def issue_feed_token(participant: Participant) -> str:
+    """A new private subscription token (any earlier one stops working); only its hash is kept."""
+    revoke_feed(participant)
+    token = secrets.token_urlsafe(32)
+    feed = CalendarFeed(
+        participant=participant, token_hash=_token_hash(token), created_at=portal_db.utcnow()
+    )
+    db.session.add(feed)
+    db.session.flush()
+    audit.record(
+        "calendar_feed.issued", "calendar_feed", feed.id, after={"participant": participant.id}
+    )
+    return token
+
+
+def revoke_feed(participant: Participant) -> bool:
+    """Stop the participant's subscription URL; True if there was one."""
+    feed = active_feed(participant)
+    if feed is None:
+        return False
+    feed.revoked_at = portal_db.utcnow()
+    db.session.flush()
+    audit.record(
+        "calendar_feed.revoked",
+        "calendar_feed",
+        feed.id,
+        before={"revoked_at": None},
+        after={"revoked_at": feed.revoked_at},
+    )
+    return True
+
+
+def participant_for_feed_token(token: str) -> Participant | None:
+    """The owner of a live feed token, or None for an unknown or revoked one."""
+    if not token or len(token) > 100:
+        return None
+    feed = db.session.scalar(
+        sa.select(CalendarFeed).where(
+            CalendarFeed.token_hash == _token_hash(token), CalendarFeed.revoked_at.is_(None)
+        )
+    )
+    if feed is None or not feed.participant.is_active:
+        return None
+    return feed.participant
+
+
+def _calendar(participant: Participant, visits: list[Visit]) -> icalendar.Calendar:
+    site = site_of(participant)
+    calendar = icalendar.Calendar()
+    calendar.add("prodid", PRODID)
+    calendar.add("version", "2.0")
+    calendar.add("calscale", "GREGORIAN")
+    with force_locale(participant.language):
+        summary = _("CARE-SSc study visit")
+        to_confirm = _("CARE-SSc study visit (time to be confirmed)")
+        description = _("Details are in the CARE-SSc study portal.")
+        calendar.add("x-wr-calname", _("CARE-SSc study visits"))
+    calendar.add("x-wr-timezone", site.timezone)
+    # Calendar apps that honour these poll about four times a day.
+    calendar.add("refresh-interval", timedelta(hours=6), parameters={"VALUE": "DURATION"})
+    calendar.add("x-published-ttl", timedelta(hours=6))
+    # The site's own VTIMEZONE, over the years the visits span only, keeps the file small.
+    dates = [v.target_date for v in visits] or [portal_db.utcnow().date()]
+    calendar.add_component(
+        icalendar.Timezone.from_tzinfo(
+            site.zone,
+            tzid=site.timezone,
+            first_date=date(min(dates).year - 1, 1, 1),
+            last_date=date(max(dates).year + 2, 1, 1),
+        )
+    )
+    for visit in visits:
+        event = icalendar.Event()
+        event.add("uid", f"visit-{visit.id}@{UID_DOMAIN}")
+        event.add("dtstamp", visit.updated_at)
+        event.add("last-modified", visit.updated_at)
+        event.add("created", visit.created_at)
+        event.add("sequence", visit.sequence)
+        event.add("location", site.address)
+        event.add("description", description)
+        event.add("transp", "OPAQUE")
+        if visit.scheduled_at is not None:
+            start = visit.scheduled_at.astimezone(site.zone)
+            event.add("summary", summary)
+            event.add("dtstart", start)
+            event.add("dtend", (visit.scheduled_at + VISIT_DURATION).astimezone(site.zone))
+        else:
+            event.add("summary", to_confirm)
+            event.add("dtstart", visit.target_date)
+            event.add("dtend", visit.target_date + timedelta(days=1))
+        event.add("status", "CANCELLED" if visit.status == "cancelled" else "CONFIRMED")
+        calendar.add_component(event)
+    return calendar
+
+
+def visit_ics(visit: Visit) -> bytes:
+    """One visit as an .ics file to add to a calendar."""
+    return _calendar(visit.participant, [visit]).to_ical()
+
+
+def feed_ics(participant: Participant) -> bytes:
+    """The participant's subscription feed: every visit, cancelled ones marked CANCELLED."""
+    return _calendar(participant, visits_of(participant)).to_ical()
