@@ -34,10 +34,14 @@ def _init_extensions(app: Flask) -> None:
     from patient_portal.accounts import views as accounts_views
     from patient_portal.extensions import csrf, db, htmx, limiter, migrate
     from patient_portal.protocol import services as protocol
+    from patient_portal.questionnaires import loader as questionnaires_loader
+    from patient_portal.questionnaires import models as questionnaires_models  # noqa: F401
+    from patient_portal.questionnaires import views as questionnaires_views
     from patient_portal.schedule import models as schedule_models  # noqa: F401
     from patient_portal.schedule import views as schedule_views
 
     protocol.init_app(app)
+    questionnaires_loader.init_app(app)
     db.init_app(app)
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
@@ -55,3 +59,4 @@ def _init_extensions(app: Flask) -> None:
     app.register_blueprint(views.bp)
     app.register_blueprint(accounts_views.bp)
     app.register_blueprint(schedule_views.bp)
+    app.register_blueprint(questionnaires_views.bp)

@@ -1,0 +1,144 @@
+"""Questionnaires given to a participant: assignments, their answers, the submission and alerts.
+
+Only what cannot be derived is stored. An assignment's stored status is `planned`,
+`in_progress`, `completed` or `withdrawn`; whether it is upcoming, open or missed follows from
+its window and the clock (`Assignment.state`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from patient_portal.accounts.models import Participant, StaffUser
+from patient_portal.db import UTCDateTime, utcnow
+from patient_portal.extensions import db
+
+STORED_STATUSES = ("planned", "in_progress", "completed", "withdrawn")
+STATES = ("upcoming", "open", "in_progress", "completed", "missed", "withdrawn")
+
+
+class Assignment(db.Model):
+    """One instrument to be answered by one participant, for a visit or a series occurrence."""
+
+    __tablename__ = "assignment"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    participant_id: Mapped[int] = mapped_column(sa.ForeignKey("participant.id"), index=True)
+    visit_id: Mapped[int | None] = mapped_column(sa.ForeignKey("visit.id"), index=True)
+    series_code: Mapped[str | None] = mapped_column(sa.String(20))
+    occurrence: Mapped[int] = mapped_column(default=0)
+    instrument_id: Mapped[str] = mapped_column(sa.String(64))
+    instrument_version: Mapped[str] = mapped_column(sa.String(40))
+    opens_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    closes_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    status: Mapped[str] = mapped_column(sa.String(12), default="planned")
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    participant: Mapped[Participant] = relationship()
+    answers: Mapped[list[Answer]] = relationship(
+        back_populates="assignment", order_by="Answer.id", cascade="all, delete-orphan"
+    )
+    submission: Mapped[Submission | None] = relationship(back_populates="assignment")
+
+    __table_args__ = (
+        sa.CheckConstraint(
+            "status IN ('planned', 'in_progress', 'completed', 'withdrawn')", name="status"
+        ),
+        # For a visit, or for one occurrence of a series: never both, never neither.
+        sa.CheckConstraint("(visit_id IS NULL) <> (series_code IS NULL)", name="visit_or_series"),
+        sa.UniqueConstraint("visit_id", "instrument_id", name="uq_assignment_visit_instrument"),
+        sa.UniqueConstraint(
+            "participant_id",
+            "series_code",
+            "occurrence",
+            "instrument_id",
+            name="uq_assignment_series_occurrence",
+        ),
+    )
+
+    def state(self, now: datetime, grace: timedelta) -> str:
+        """upcoming, open, in_progress, completed, missed or withdrawn at `now`.
+
+        One already started may still be finished during `grace` after closing; after that,
+        or at closing for one never started, it is missed.
+        """
+        if self.status in ("completed", "withdrawn"):
+            return self.status
+        if now < self.opens_at:
+            return "upcoming"
+        if now < self.closes_at:
+            return "in_progress" if self.status == "in_progress" else "open"
+        if self.status == "in_progress" and now < self.closes_at + grace:
+            return "in_progress"
+        return "missed"
+
+
+class Answer(db.Model):
+    """The current answer to one item; every change is in the audit trail. None = cleared."""
+
+    __tablename__ = "answer"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    assignment_id: Mapped[int] = mapped_column(sa.ForeignKey("assignment.id"))
+    item_id: Mapped[str] = mapped_column(sa.String(64))
+    value: Mapped[Any | None] = mapped_column(sa.JSON)
+    answered_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    entered_by_staff_id: Mapped[int | None] = mapped_column(sa.ForeignKey("staff_user.id"))
+
+    assignment: Mapped[Assignment] = relationship(back_populates="answers")
+    entered_by: Mapped[StaffUser | None] = relationship()
+
+    __table_args__ = (
+        sa.UniqueConstraint("assignment_id", "item_id", name="uq_answer_assignment_item"),
+    )
+
+
+class Submission(db.Model):
+    """The one submission of an assignment, with what it was scored with."""
+
+    __tablename__ = "submission"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    assignment_id: Mapped[int] = mapped_column(sa.ForeignKey("assignment.id"), unique=True)
+    submitted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    language: Mapped[str] = mapped_column(sa.String(2))
+    instrument_version: Mapped[str] = mapped_column(sa.String(40))
+    answers: Mapped[dict] = mapped_column(sa.JSON, default=dict)
+    scores: Mapped[dict] = mapped_column(sa.JSON, default=dict)
+    scorer_versions: Mapped[dict] = mapped_column(sa.JSON, default=dict)
+    entered_by_staff_id: Mapped[int | None] = mapped_column(sa.ForeignKey("staff_user.id"))
+
+    assignment: Mapped[Assignment] = relationship(back_populates="submission")
+    entered_by: Mapped[StaffUser | None] = relationship()
+
+    __table_args__ = (sa.CheckConstraint("language IN ('fr', 'en')", name="language"),)
+
+
+class Alert(db.Model):
+    """A rule met by a participant's answers, for the site's coordinators to acknowledge."""
+
+    __tablename__ = "alert"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    participant_id: Mapped[int] = mapped_column(sa.ForeignKey("participant.id"), index=True)
+    source: Mapped[str] = mapped_column(sa.String(20), default="questionnaire")
+    assignment_id: Mapped[int | None] = mapped_column(sa.ForeignKey("assignment.id"))
+    rule_id: Mapped[str] = mapped_column(sa.String(64))
+    message_key: Mapped[str | None] = mapped_column(sa.String(120))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    acknowledged_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("staff_user.id"))
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    note: Mapped[str | None] = mapped_column(sa.Text)
+
+    participant: Mapped[Participant] = relationship()
+    assignment: Mapped[Assignment | None] = relationship()
+    acknowledged_by: Mapped[StaffUser | None] = relationship()
+
+    __table_args__ = (
+        sa.UniqueConstraint("assignment_id", "rule_id", name="uq_alert_assignment_rule"),
+    )

@@ -1,0 +1,455 @@
+"""Questionnaire use cases: planning assignments, saving answers, submitting, assisted entry.
+
+Windows are enforced here, on the server, whatever the page showed: nothing is answered before
+an assignment opens or after it closes, except one already started, which may be finished
+during the protocol's grace period. Every answer written is audited; a refused value leaves
+the earlier answer untouched. Functions flush and never commit: the view commits once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from patient_portal import audit
+from patient_portal import db as db_module
+from patient_portal.accounts.models import Participant, StaffUser
+from patient_portal.extensions import db
+from patient_portal.protocol.services import get_protocol
+from patient_portal.questionnaires.engine import (
+    effective_answers,
+    missing_required,
+    validate_answer,
+)
+from patient_portal.questionnaires.instrument import Instrument
+from patient_portal.questionnaires.loader import get_instrument
+from patient_portal.questionnaires.models import Alert, Answer, Assignment, Submission
+from patient_portal.questionnaires.scoring import evaluate_alerts, score, scorer_versions
+from patient_portal.schedule.models import Visit, local_day_start
+
+# How far ahead the participant's list shows what is coming.
+DUE_SOON = timedelta(days=7)
+DONE_SHOWN = 10
+
+
+class QuestionnaireError(Exception):
+    """An action the assignment's state does not allow. `code` is translated by the web layer.
+
+    Codes: not_open_yet, closed, withdrawn, submitted (409), incomplete (422).
+    """
+
+    def __init__(self, code: str, status: int = 409, missing: list[str] | None = None):
+        super().__init__(code)
+        self.code = code
+        self.status = status
+        self.missing = missing or []
+
+
+Actor = Participant | StaffUser
+
+
+def grace() -> timedelta:
+    """How long after closing an assignment already started may still be finished."""
+    return timedelta(hours=get_protocol().grace_hours)
+
+
+def site_zone(participant: Participant):
+    return get_protocol().site(participant.site_code).zone
+
+
+def state_of(assignment: Assignment, now: datetime | None = None) -> str:
+    """upcoming, open, in_progress, completed, missed or withdrawn, now."""
+    return assignment.state(now or db_module.utcnow(), grace())
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning
+
+
+@dataclass(frozen=True)
+class _Planned:
+    key: tuple
+    instrument_id: str
+    opens_at: datetime
+    closes_at: datetime
+    visit: Visit | None = None
+    series_code: str | None = None
+    occurrence: int = 0
+    withdrawn: bool = False
+
+
+def _wanted(participant: Participant) -> list[_Planned]:
+    """Every assignment the protocol and the participant's visits call for."""
+    protocol = get_protocol()
+    zone = site_zone(participant)
+    wanted: list[_Planned] = []
+    visits = db.session.scalars(sa.select(Visit).where(Visit.participant_id == participant.id))
+    for visit in visits:
+        definition = next((v for v in protocol.visits if v.code == visit.code), None)
+        if definition is None:
+            continue
+        opens_on = visit.target_date - timedelta(days=protocol.open_days_before_target)
+        for instrument_id in definition.questionnaires:
+            wanted.append(
+                _Planned(
+                    key=("visit", visit.id, instrument_id),
+                    instrument_id=instrument_id,
+                    opens_at=local_day_start(opens_on, zone),
+                    closes_at=local_day_start(visit.window_end + timedelta(days=1), zone),
+                    visit=visit,
+                    withdrawn=visit.status == "cancelled",
+                )
+            )
+    if participant.day0 is not None:
+        for series in protocol.series:
+            occurrence = 0
+            day = series.from_day
+            while day <= series.to_day:
+                start = participant.day0 + timedelta(days=day)
+                wanted.append(
+                    _Planned(
+                        key=("series", series.code, occurrence, series.instrument),
+                        instrument_id=series.instrument,
+                        opens_at=local_day_start(start, zone),
+                        closes_at=local_day_start(start + timedelta(days=series.open_days), zone),
+                        series_code=series.code,
+                        occurrence=occurrence,
+                    )
+                )
+                occurrence += 1
+                day += series.every_days
+    return wanted
+
+
+def _key(assignment: Assignment) -> tuple:
+    if assignment.visit_id is not None:
+        return ("visit", assignment.visit_id, assignment.instrument_id)
+    return ("series", assignment.series_code, assignment.occurrence, assignment.instrument_id)
+
+
+def plan_assignments(participant: Participant, actor: str | None = None) -> list[Assignment]:
+    """Create or update the participant's assignments from the protocol and their visits.
+
+    Idempotent: call it after anything that changes the visits (planning, day 0, a visit
+    cancelled). Completed assignments are never touched; the others follow their visit's
+    dates; those of a cancelled visit or of a withdrawn participant are withdrawn (and come
+    back if that is undone). Series occurrences no longer wanted (day 0 moved) are withdrawn.
+    """
+    existing = {
+        _key(a): a
+        for a in db.session.scalars(
+            sa.select(Assignment).where(Assignment.participant_id == participant.id)
+        )
+    }
+    participant_out = participant.status == "withdrawn"
+    created, changed = 0, []
+    wanted_keys = set()
+    for plan in _wanted(participant):
+        wanted_keys.add(plan.key)
+        instrument = get_instrument(plan.instrument_id)
+        assignment = existing.get(plan.key)
+        withdrawn = plan.withdrawn or participant_out
+        if assignment is None:
+            assignment = Assignment(
+                participant_id=participant.id,
+                visit_id=plan.visit.id if plan.visit else None,
+                series_code=plan.series_code,
+                occurrence=plan.occurrence,
+                instrument_id=plan.instrument_id,
+                instrument_version=instrument.version,
+                opens_at=plan.opens_at,
+                closes_at=plan.closes_at,
+                status="withdrawn" if withdrawn else "planned",
+            )
+            db.session.add(assignment)
+            existing[plan.key] = assignment
+            created += 1
+            continue
+        if _update(assignment, plan, instrument, withdrawn):
+            changed.append(assignment)
+    for key, assignment in existing.items():
+        if key not in wanted_keys and assignment.status in ("planned", "in_progress"):
+            assignment.status = "withdrawn"
+            changed.append(assignment)
+    db.session.flush()
+    if created or changed:
+        audit.record(
+            "assignments.planned",
+            "participant",
+            participant.id,
+            after={
+                "created": created,
+                "changed": [
+                    {
+                        "assignment": a.id,
+                        "status": a.status,
+                        "opens_at": a.opens_at,
+                        "closes_at": a.closes_at,
+                    }
+                    for a in changed
+                ],
+            },
+            actor=actor,
+        )
+    return sorted(existing.values(), key=lambda a: (a.opens_at, a.id or 0))
+
+
+def _update(
+    assignment: Assignment, plan: _Planned, instrument: Instrument, withdrawn: bool
+) -> bool:
+    """Bring one assignment in line with its plan; True if anything changed."""
+    if assignment.status == "completed":
+        return False
+    before = (assignment.opens_at, assignment.closes_at, assignment.status)
+    assignment.opens_at = plan.opens_at
+    assignment.closes_at = plan.closes_at
+    if withdrawn:
+        assignment.status = "withdrawn"
+    elif assignment.status == "withdrawn":
+        assignment.status = "in_progress" if assignment.started_at else "planned"
+    if assignment.status == "planned":
+        # Not started: it may as well be answered with the instrument as loaded now.
+        assignment.instrument_version = instrument.version
+    return before != (assignment.opens_at, assignment.closes_at, assignment.status)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def answers_of(assignment: Assignment, instrument: Instrument | None = None) -> dict[str, Any]:
+    """The stored answers as typed values (dates back from their ISO text)."""
+    instrument = instrument or get_instrument(assignment.instrument_id)
+    answers: dict[str, Any] = {}
+    for answer in assignment.answers:
+        value = answer.value
+        if value is None:
+            continue
+        if (
+            instrument.has_item(answer.item_id)
+            and instrument.item(answer.item_id).type == "date"
+            and isinstance(value, str)
+        ):
+            value = dt.date.fromisoformat(value)
+        answers[answer.item_id] = value
+    return answers
+
+
+def _stored(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, dt.date) else value
+
+
+def assignment_for_participant(assignment_id: int, participant: Participant) -> Assignment | None:
+    """The participant's own assignment, or None (someone else's looks like no assignment)."""
+    return db.session.scalar(
+        sa.select(Assignment).where(
+            Assignment.id == assignment_id, Assignment.participant_id == participant.id
+        )
+    )
+
+
+@dataclass
+class Overview:
+    """What the participant sees: open now, opening soon, done recently."""
+
+    open: list[Assignment] = field(default_factory=list)
+    due_soon: list[Assignment] = field(default_factory=list)
+    done: list[Assignment] = field(default_factory=list)
+
+
+def participant_questionnaires(participant: Participant, now: datetime | None = None) -> Overview:
+    """Open (soonest closing first), opening within a week, and the last ones done."""
+    now = now or db_module.utcnow()
+    overview = Overview()
+    assignments = db.session.scalars(
+        sa.select(Assignment)
+        .where(Assignment.participant_id == participant.id)
+        .where(Assignment.status != "withdrawn")
+        .where(Assignment.opens_at <= now + DUE_SOON)
+        .order_by(Assignment.closes_at, Assignment.id)
+    ).all()
+    for assignment in assignments:
+        state = state_of(assignment, now)
+        if state in ("open", "in_progress"):
+            overview.open.append(assignment)
+        elif state == "upcoming":
+            overview.due_soon.append(assignment)
+        elif state == "completed":
+            overview.done.append(assignment)
+    overview.due_soon.sort(key=lambda a: (a.opens_at, a.id))
+    overview.done.sort(key=lambda a: a.submission.submitted_at if a.submission else a.closes_at)
+    overview.done = list(reversed(overview.done))[:DONE_SHOWN]
+    return overview
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def _lock(assignment: Assignment) -> Assignment:
+    """Re-read the assignment, locked on PostgreSQL, so answers and submit queue per assignment."""
+    return db.session.scalars(
+        sa.select(Assignment)
+        .where(Assignment.id == assignment.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+
+
+def _check_writable(assignment: Assignment, now: datetime) -> None:
+    state = state_of(assignment, now)
+    if assignment.submission is not None or state == "completed":
+        raise QuestionnaireError("submitted")
+    if state == "upcoming":
+        raise QuestionnaireError("not_open_yet")
+    if state == "withdrawn":
+        raise QuestionnaireError("withdrawn")
+    if state == "missed":
+        raise QuestionnaireError("closed")
+
+
+def _on_behalf(assignment: Assignment, actor: Actor) -> tuple[int | None, str | None]:
+    """(staff id, audit reason) when staff enter answers for the participant; else (None, None)."""
+    if isinstance(actor, StaffUser):
+        return actor.id, f"entered on behalf of participant:{assignment.participant.study_id}"
+    if actor.id != assignment.participant_id:
+        # Views load assignments through their owner; reaching here is a programming error.
+        raise PermissionError("a participant may only answer their own questionnaires")
+    return None, None
+
+
+def save_answer(assignment: Assignment, item_id: str, raw_value: object, actor: Actor) -> Any:
+    """Validate and store one answer (last write wins), audited; returns the typed value.
+
+    Raises QuestionnaireError outside the window or after submission, and the engine's
+    AnswerError for a bad value; either way nothing is written.
+    """
+    now = db_module.utcnow()
+    assignment = _lock(assignment)
+    _check_writable(assignment, now)
+    instrument = get_instrument(assignment.instrument_id)
+    answers = answers_of(assignment, instrument)
+    today = now.astimezone(site_zone(assignment.participant)).date()
+    value = validate_answer(instrument, item_id, raw_value, answers=answers, today=today)
+    staff_id, reason = _on_behalf(assignment, actor)
+    row = next((a for a in assignment.answers if a.item_id == item_id), None)
+    before = None if row is None else {"value": row.value}
+    if row is None:
+        row = Answer(assignment=assignment, item_id=item_id)
+        db.session.add(row)
+    row.value = _stored(value)
+    row.answered_at = now
+    row.entered_by_staff_id = staff_id
+    if assignment.status == "planned":
+        assignment.status = "in_progress"
+        assignment.started_at = now
+    db.session.flush()
+    audit.record(
+        "answer.saved",
+        "assignment",
+        assignment.id,
+        before=before and {"item": item_id, **before},
+        after={"item": item_id, "value": _stored(value)},
+        reason=reason,
+        actor=actor.audit_name,
+    )
+    return value
+
+
+def submit(assignment: Assignment, actor: Actor, language: str) -> tuple[Submission, bool]:
+    """Submit once: (the submission, True if this call created it).
+
+    A retry or a second tab gets the existing submission back. Scores, scorer versions and
+    alerts are computed from the effective answers; the answers are locked afterwards.
+    """
+    now = db_module.utcnow()
+    assignment = _lock(assignment)
+    if assignment.submission is not None:
+        return assignment.submission, False
+    _check_writable(assignment, now)
+    instrument = get_instrument(assignment.instrument_id)
+    answers = answers_of(assignment, instrument)
+    missing = missing_required(instrument, answers)
+    if missing:
+        raise QuestionnaireError("incomplete", status=422, missing=missing)
+    staff_id, reason = _on_behalf(assignment, actor)
+    scores = score(instrument, answers)
+    counted = {k: _stored(v) for k, v in effective_answers(instrument, answers).items()}
+    submission = Submission(
+        assignment_id=assignment.id,
+        submitted_at=now,
+        language=language if language in ("fr", "en") else assignment.participant.language,
+        instrument_version=instrument.version,
+        answers=counted,
+        scores=scores,
+        scorer_versions=scorer_versions(instrument),
+        entered_by_staff_id=staff_id,
+    )
+    try:
+        with db.session.begin_nested():
+            db.session.add(submission)
+    except IntegrityError:
+        # Another request submitted between our read and our write (SQLite has no row lock).
+        db.session.expire(assignment)
+        return db.session.scalars(
+            sa.select(Submission).where(Submission.assignment_id == assignment.id)
+        ).one(), False
+    assignment.status = "completed"
+    if assignment.started_at is None:
+        assignment.started_at = now
+    raised = []
+    rules = {rule.id: rule for rule in instrument.alerts}
+    for rule_id in evaluate_alerts(instrument, answers, scores):
+        raised.append(rule_id)
+        db.session.add(
+            Alert(
+                participant_id=assignment.participant_id,
+                assignment_id=assignment.id,
+                rule_id=rule_id,
+                message_key=rules[rule_id].message_key,
+                created_at=now,
+            )
+        )
+    db.session.flush()
+    audit.record(
+        "questionnaire.submitted",
+        "assignment",
+        assignment.id,
+        after={
+            "instrument": instrument.id,
+            "version": instrument.version,
+            "language": submission.language,
+            "answers": counted,
+            "scores": scores,
+            "alerts": raised,
+        },
+        reason=reason,
+        actor=actor.audit_name,
+    )
+    return submission, True
+
+
+def alerts_of(assignment: Assignment) -> list[Alert]:
+    """The alerts an assignment's submission raised."""
+    return list(
+        db.session.scalars(
+            sa.select(Alert).where(Alert.assignment_id == assignment.id).order_by(Alert.id)
+        )
+    )
+
+
+def submissions_of(participant: Participant) -> list[Assignment]:
+    """The participant's completed assignments, most recent submission first (staff view)."""
+    return list(
+        db.session.scalars(
+            sa.select(Assignment)
+            .join(Submission, Submission.assignment_id == Assignment.id)
+            .where(Assignment.participant_id == participant.id)
+            .order_by(Submission.submitted_at.desc(), Assignment.id.desc())
+        )
+    )

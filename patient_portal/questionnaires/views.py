@@ -1,0 +1,483 @@
+"""Filling questionnaires, one question per screen, every tap saved on the server.
+
+The same URLs serve the participant and, for assisted entry, a coordinator of their site.
+An item page is a full page; when htmx posts an answer it gets the item fragment back with a
+"saved" acknowledgement, and without JavaScript the form posts normally and redirects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from functools import wraps
+from typing import Any
+
+from flask import Blueprint, abort, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_login import current_user
+
+from patient_portal.accounts.auth import (
+    answer_unauthenticated,
+    participant_of_visible_site,
+    require,
+    visible_site_codes,
+)
+from patient_portal.extensions import db
+from patient_portal.i18n import current_language, format_date, format_datetime, format_number
+from patient_portal.protocol.services import get_protocol
+from patient_portal.questionnaires import services
+from patient_portal.questionnaires.engine import (
+    AnswerError,
+    first_unanswered,
+    is_answered,
+    missing_required,
+    next_item,
+    previous_item,
+    progress,
+    visible_items,
+)
+from patient_portal.questionnaires.instrument import Instrument, Item
+from patient_portal.questionnaires.loader import get_instrument
+from patient_portal.questionnaires.models import Assignment
+
+bp = Blueprint("questionnaires", __name__)
+
+# Answered with one tap: without JavaScript the form moves on to the next question.
+ONE_TAP_TYPES = ("single_choice", "rating_0_10", "yes_no", "date", "text")
+
+
+def answer_error_message(error: AnswerError, item: Item | None) -> str:
+    """The participant-facing, translated text for an engine AnswerError code."""
+    low, high = (item.value_range or (0, 0)) if item else (0, 0)
+    messages = {
+        "unknown_item": _("This question is not part of this questionnaire."),
+        "not_answerable": _("This text has no answer to give."),
+        "not_enabled": _("This question does not apply, given your earlier answers."),
+        "wrong_type": _("This answer could not be understood. Please use the buttons."),
+        "out_of_range": _("Please give a number from %(low)s to %(high)s.", low=low, high=high),
+        "not_an_option": _("This answer is not one of the choices."),
+        "exclusive_conflict": _("This answer cannot be combined with the others you chose."),
+        "too_long": _(
+            "Please keep your text under %(count)s characters.",
+            count=(item.max_length if item else 0),
+        ),
+        "invalid_characters": _("Your text contains characters that cannot be saved."),
+        "date_in_future": _("The date cannot be later than today."),
+    }
+    return messages[error.code]
+
+
+def unavailable_message(error: services.QuestionnaireError, assignment: Assignment):
+    """(title, detail) for a questionnaire the action is not allowed on."""
+    if error.code == "not_open_yet":
+        return _("This questionnaire is not open yet"), _(
+            "It opens on %(date)s.", date=_local_date(assignment.opens_at, assignment)
+        )
+    if error.code == "submitted":
+        return _("These answers have already been sent"), _(
+            "Answers cannot be changed once they are sent. Thank you for taking part."
+        )
+    if error.code == "withdrawn":
+        return _("This questionnaire is no longer asked"), _(
+            "Your study team has cancelled it. There is nothing to do."
+        )
+    if error.code == "incomplete":
+        return _("Some questions still need an answer"), _(
+            "Please answer the questions marked below, then send your answers."
+        )
+    return _("This questionnaire is closed"), _(
+        "The time to answer it has passed. Nothing you saved before is lost."
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _site(assignment: Assignment):
+    return get_protocol().site(assignment.participant.site_code)
+
+
+def _locale(assignment: Assignment) -> str:
+    return _site(assignment).formatting_locale(current_language())
+
+
+def _local_date(moment, assignment: Assignment, format: str = "full") -> str:
+    return format_date(moment, _locale(assignment), _site(assignment).zone, format)
+
+
+def _last_day(assignment: Assignment) -> str:
+    """The last local day an assignment is open (it closes at the next local midnight)."""
+    return _local_date(assignment.closes_at - timedelta(microseconds=1), assignment)
+
+
+def _is_fragment() -> bool:
+    return bool(request.htmx) and not request.htmx.boosted
+
+
+def _vary(response):
+    response.vary.add("HX-Request")
+    return response
+
+
+def _render(template: str, status: int = 200, **context):
+    from flask import make_response
+
+    return _vary(make_response(render_template(template, **context), status))
+
+
+def filler(view: Callable) -> Callable:
+    """Load the assignment and authorise: its participant, or staff of its site; else 404."""
+
+    @wraps(view)
+    def wrapped(assignment_id: int, **kwargs):
+        if not current_user.is_authenticated:
+            return answer_unauthenticated()
+        assignment = db.session.get(Assignment, assignment_id)
+        if assignment is None:
+            abort(404)
+        if current_user.is_staff:
+            if assignment.participant.site_code not in visible_site_codes(current_user):
+                abort(404)
+        elif assignment.participant_id != current_user.id:
+            abort(404)
+        return view(assignment, **kwargs)
+
+    return wrapped
+
+
+def _unavailable(error: services.QuestionnaireError, assignment: Assignment):
+    db.session.rollback()
+    title, detail = unavailable_message(error, assignment)
+    template = (
+        "questionnaires/_unavailable.html" if _is_fragment() else "questionnaires/unavailable.html"
+    )
+    return _render(template, status=error.status, title=title, detail=detail, assignment=assignment)
+
+
+def display_value(instrument: Instrument, item: Item, value: Any, assignment: Assignment) -> str:
+    """An answer as the participant reads it on the review screen."""
+    lang = current_language()
+    if not is_answered(value):
+        return _("Not answered")
+    if item.type == "single_choice":
+        option = item.option(value)
+        return option.label.get(lang) if option else str(value)
+    if item.type == "multiple_choice":
+        labels = [o.label.get(lang) for o in item.options if o.value in value]
+        return ", ".join(labels)
+    if item.type == "yes_no":
+        return _("Yes") if value else _("No")
+    if item.type == "date":
+        return _local_date(value, assignment, "long")
+    if item.type == "vas_0_100":
+        return _("%(value)s out of 100", value=value)
+    if item.type == "rating_0_10":
+        return _("%(value)s out of 10", value=value)
+    if item.type == "integer":
+        number = format_number(value, _locale(assignment))
+        return f"{number} {item.unit.get(lang)}" if item.unit else number
+    return str(value)
+
+
+def _item_url(assignment: Assignment, item: Item | None, review: bool = False, **args) -> str:
+    if item is None:
+        return url_for("questionnaires.review", assignment_id=assignment.id)
+    if review:
+        args["review"] = 1
+    return url_for("questionnaires.item", assignment_id=assignment.id, item_id=item.id, **args)
+
+
+def _stepper_values(item: Item, value: Any) -> tuple[int, int]:
+    """The absolute values the − and + buttons send (no relative change: retries are safe)."""
+    low, high = item.value_range or (0, 0)
+    step = item.step if item.type == "vas_0_100" else 1
+    base = value if isinstance(value, int) and not isinstance(value, bool) else low
+    if not is_answered(value):
+        return low, min(high, low + step)
+    return max(low, base - step), min(high, base + step)
+
+
+def _toggled(item: Item, chosen: list) -> dict:
+    """For each option, the whole selection its toggle button sends (absolute, retry-safe)."""
+    result = {}
+    for option in item.options:
+        if option.value in chosen:
+            selection = [v for v in chosen if v != option.value]
+        elif option.value in item.exclusive:
+            selection = [option.value]
+        else:
+            keep = {v for v in chosen if v not in item.exclusive} | {option.value}
+            selection = [o.value for o in item.options if o.value in keep]
+        result[option.value] = selection
+    return result
+
+
+def _item_context(
+    assignment: Assignment, instrument: Instrument, item: Item, answers: dict, **extra
+) -> dict:
+    from_review = request.values.get("review") == "1"
+    following = None if from_review else next_item(instrument, answers, item.id)
+    questions = [i for i in visible_items(instrument, answers) if i.answerable]
+    position = next((n for n, i in enumerate(questions, 1) if i.id == item.id), None)
+    answered, total = progress(instrument, answers)
+    before = previous_item(instrument, answers, item.id)
+    value = answers.get(item.id)
+    chosen = value if isinstance(value, list) else []
+    return {
+        "assignment": assignment,
+        "instrument": instrument,
+        "item": item,
+        "lang": current_language(),
+        "value": value,
+        "chosen": chosen,
+        "toggled": _toggled(item, chosen),
+        "stepper": _stepper_values(item, value) if item.value_range else None,
+        "answered": answered,
+        "total": total,
+        "position": position,
+        "question_count": len(questions),
+        "next_url": _item_url(assignment, following, review=from_review),
+        "back_url": _item_url(assignment, before, review=from_review) if before else None,
+        "from_review": from_review,
+        "on_behalf": current_user.is_staff,
+        "error": None,
+        "saved": False,
+        **extra,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Participant pages
+
+
+@bp.app_context_processor
+def _questionnaire_helpers() -> dict:
+    def questionnaire_overview():
+        if not current_user.is_authenticated or current_user.is_staff:
+            return None
+        return services.participant_questionnaires(current_user)
+
+    return {
+        "questionnaire_overview": questionnaire_overview,
+        "questionnaire_title": lambda a: get_instrument(a.instrument_id).title.get(
+            current_language()
+        ),
+        "questionnaire_last_day": _last_day,
+        "questionnaire_local_date": _local_date,
+    }
+
+
+@bp.get("/questionnaires")
+@require("participant")
+def index():
+    overview = services.participant_questionnaires(current_user)
+    return _render("questionnaires/index.html", overview=overview)
+
+
+@bp.get("/questionnaires/<int:assignment_id>")
+@filler
+def start(assignment: Assignment):
+    """Where to go: the introduction, the first unanswered question, the review or the end."""
+    state = services.state_of(assignment)
+    if state == "completed":
+        return redirect(url_for("questionnaires.done", assignment_id=assignment.id))
+    if state not in ("open", "in_progress"):
+        code = {"upcoming": "not_open_yet", "withdrawn": "withdrawn"}.get(state, "closed")
+        return _unavailable(services.QuestionnaireError(code), assignment)
+    instrument = get_instrument(assignment.instrument_id)
+    answers = services.answers_of(assignment, instrument)
+    if not answers:
+        first = next_item(instrument, answers, None)
+        return _render(
+            "questionnaires/start.html",
+            assignment=assignment,
+            instrument=instrument,
+            lang=current_language(),
+            first_url=_item_url(assignment, first),
+            last_day=_last_day(assignment),
+            on_behalf=current_user.is_staff,
+        )
+    return redirect(_item_url(assignment, first_unanswered(instrument, answers)))
+
+
+def _load_item(assignment: Assignment, item_id: str) -> tuple[Instrument, Item]:
+    instrument = get_instrument(assignment.instrument_id)
+    if not instrument.has_item(item_id):
+        abort(404)
+    return instrument, instrument.item(item_id)
+
+
+def _writable_or_error(assignment: Assignment):
+    state = services.state_of(assignment)
+    if state == "completed":
+        return _unavailable(services.QuestionnaireError("submitted"), assignment)
+    if state not in ("open", "in_progress"):
+        code = {"upcoming": "not_open_yet", "withdrawn": "withdrawn"}.get(state, "closed")
+        return _unavailable(services.QuestionnaireError(code), assignment)
+    return None
+
+
+@bp.get("/questionnaires/<int:assignment_id>/items/<item_id>")
+@filler
+def item(assignment: Assignment, item_id: str):
+    instrument, item = _load_item(assignment, item_id)
+    refused = _writable_or_error(assignment)
+    if refused is not None:
+        return refused
+    answers = services.answers_of(assignment, instrument)
+    if item.id not in {i.id for i in visible_items(instrument, answers)}:
+        # Hidden by an answer given since the link was made: go where the questions continue.
+        return redirect(url_for("questionnaires.start", assignment_id=assignment.id))
+    context = _item_context(
+        assignment, instrument, item, answers, saved=request.args.get("saved") == "1"
+    )
+    template = "questionnaires/_item.html" if _is_fragment() else "questionnaires/item.html"
+    return _render(template, **context)
+
+
+@bp.post("/questionnaires/<int:assignment_id>/items/<item_id>")
+@filler
+def answer(assignment: Assignment, item_id: str):
+    instrument, item = _load_item(assignment, item_id)
+    raw = request.form.getlist("value")
+    try:
+        services.save_answer(assignment, item.id, raw, current_user)
+    except services.QuestionnaireError as error:
+        return _unavailable(error, assignment)
+    except AnswerError as error:
+        db.session.rollback()
+        answers = services.answers_of(assignment, instrument)
+        context = _item_context(
+            assignment, instrument, item, answers, error=answer_error_message(error, item)
+        )
+        template = "questionnaires/_item.html" if _is_fragment() else "questionnaires/item.html"
+        return _render(template, status=422, **context)
+    db.session.commit()
+    answers = services.answers_of(assignment, instrument)
+    if _is_fragment():
+        context = _item_context(assignment, instrument, item, answers, saved=True)
+        return _render("questionnaires/_item.html", **context)
+    if item.type in ONE_TAP_TYPES:
+        following = (
+            None if request.values.get("review") == "1" else next_item(instrument, answers, item.id)
+        )
+        if following is not None:
+            return redirect(_item_url(assignment, following, saved=1), 303)
+        return redirect(url_for("questionnaires.review", assignment_id=assignment.id), 303)
+    return redirect(
+        _item_url(assignment, item, review=request.values.get("review") == "1", saved=1), 303
+    )
+
+
+def _review(assignment: Assignment, status: int = 200, error: str | None = None):
+    instrument = get_instrument(assignment.instrument_id)
+    answers = services.answers_of(assignment, instrument)
+    visible = {i.id for i in visible_items(instrument, answers)}
+    missing = set(missing_required(instrument, answers))
+    pages = []
+    for page in instrument.pages:
+        rows = [
+            {
+                "item": i,
+                "text": display_value(instrument, i, answers.get(i.id), assignment),
+                "answered": is_answered(answers.get(i.id)),
+                "missing": i.id in missing,
+                "url": _item_url(assignment, i, review=True),
+            }
+            for i in page.items
+            if i.answerable and i.id in visible
+        ]
+        if rows:
+            pages.append(
+                {"title": page.title.get(current_language()) if page.title else None, "rows": rows}
+            )
+    return _render(
+        "questionnaires/review.html",
+        status=status,
+        assignment=assignment,
+        instrument=instrument,
+        lang=current_language(),
+        pages=pages,
+        missing=missing,
+        error=error,
+        last_day=_last_day(assignment),
+        on_behalf=current_user.is_staff,
+    )
+
+
+@bp.get("/questionnaires/<int:assignment_id>/review")
+@filler
+def review(assignment: Assignment):
+    refused = _writable_or_error(assignment)
+    if refused is not None:
+        return refused
+    return _review(assignment)
+
+
+@bp.post("/questionnaires/<int:assignment_id>/submit")
+@filler
+def submit(assignment: Assignment):
+    try:
+        services.submit(assignment, current_user, current_language())
+    except services.QuestionnaireError as error:
+        if error.code == "incomplete":
+            db.session.rollback()
+            return _review(assignment, 422, unavailable_message(error, assignment)[1])
+        return _unavailable(error, assignment)
+    db.session.commit()
+    return redirect(url_for("questionnaires.done", assignment_id=assignment.id), 303)
+
+
+@bp.get("/questionnaires/<int:assignment_id>/done")
+@filler
+def done(assignment: Assignment):
+    if assignment.submission is None:
+        return redirect(url_for("questionnaires.start", assignment_id=assignment.id))
+    return _render(
+        "questionnaires/done.html",
+        assignment=assignment,
+        instrument=get_instrument(assignment.instrument_id),
+        lang=current_language(),
+        alerts=services.alerts_of(assignment),
+        site=_site(assignment),
+        sent_on=_local_date(assignment.submission.submitted_at, assignment),
+        on_behalf=current_user.is_staff,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Coordinators
+
+
+@bp.get("/staff/participants/<study_id>/questionnaires")
+@require("staff")
+def staff_overview(study_id: str):
+    """A participant's open questionnaires (for assisted entry) and submissions, with scores."""
+    participant = participant_of_visible_site(study_id, current_user)
+    overview = services.participant_questionnaires(participant)
+    site = get_protocol().site(participant.site_code)
+    locale = site.formatting_locale(current_language())
+    submitted = [
+        {
+            "assignment": a,
+            "title": get_instrument(a.instrument_id).title.get(current_language())
+            if a.instrument_id in _loaded()
+            else a.instrument_id,
+            "sent": format_datetime(a.submission.submitted_at, locale, site.zone, "medium"),
+            "alerts": services.alerts_of(a),
+        }
+        for a in services.submissions_of(participant)
+    ]
+    return _render(
+        "questionnaires/staff_overview.html",
+        participant=participant,
+        overview=overview,
+        submitted=submitted,
+    )
+
+
+def _loaded() -> dict:
+    from patient_portal.questionnaires.loader import get_instruments
+
+    return get_instruments()
