@@ -29,8 +29,9 @@ def create_app(test_config: dict | None = None) -> Flask:
 
 
 def _init_extensions(app: Flask) -> None:
-    from patient_portal import assets, audit, errors, i18n, security, views
+    from patient_portal import assets, audit, demo, errors, i18n, security, views
     from patient_portal.accounts import auth
+    from patient_portal.accounts import cli as accounts_cli
     from patient_portal.accounts import views as accounts_views
     from patient_portal.extensions import csrf, db, htmx, limiter, migrate
     from patient_portal.protocol import services as protocol
@@ -39,6 +40,7 @@ def _init_extensions(app: Flask) -> None:
     from patient_portal.questionnaires import views as questionnaires_views
     from patient_portal.schedule import models as schedule_models  # noqa: F401
     from patient_portal.schedule import views as schedule_views
+    from patient_portal.staff import views as staff_views
 
     protocol.init_app(app)
     questionnaires_loader.init_app(app)
@@ -58,5 +60,8 @@ def _init_extensions(app: Flask) -> None:
     errors.init_app(app)
     app.register_blueprint(views.bp)
     app.register_blueprint(accounts_views.bp)
+    app.register_blueprint(staff_views.bp)
+    accounts_cli.init_app(app)
+    demo.init_app(app)
     app.register_blueprint(schedule_views.bp)
     app.register_blueprint(questionnaires_views.bp)

@@ -86,6 +86,58 @@ def format_relative_days(days: int, locale: str) -> str:
     )
 
 
+def person_locale_and_zone(person) -> tuple[str, ZoneInfo]:
+    """Formatting locale and wall-clock zone for a participant (their site) or staff (first site)."""
+    from patient_portal.protocol.services import get_protocol
+
+    protocol = get_protocol()
+    language = current_language()
+    if person is not None and getattr(person, "is_authenticated", False):
+        codes = (
+            [person.site_code]
+            if person.kind == "participant"
+            else (person.site_codes or list(protocol.sites))
+        )
+        site = protocol.site(codes[0])
+        return site.formatting_locale(language), site.zone
+    return formatting_locale(language, None), ZoneInfo("America/Toronto")
+
+
+def local_datetime(value: datetime, format: str = "medium") -> str:
+    """A moment shown to the signed-in person in their locale and their site's zone."""
+    locale, zone = person_locale_and_zone(current_user)
+    return format_datetime(value, locale, zone, format)
+
+
+def local_date(value: date | datetime, format: str = "medium") -> str:
+    """A calendar date for the signed-in person, in their formatting locale."""
+    locale, zone = person_locale_and_zone(current_user)
+    return format_date(value, locale, zone, format)
+
+
+def device_label(user_agent: str) -> str:
+    """“Chrome · Android” from a User-Agent string, for the list of signed-in devices."""
+    agent = user_agent or ""
+    systems = [
+        ("iPhone", "iPhone"),
+        ("iPad", "iPad"),
+        ("Android", "Android"),
+        ("Windows", "Windows"),
+        ("Mac OS", "Mac"),
+        ("Linux", "Linux"),
+    ]
+    browsers = [
+        ("Edg/", "Edge"),
+        ("Firefox/", "Firefox"),
+        ("Chrome/", "Chrome"),
+        ("Safari/", "Safari"),
+    ]
+    system = next((name for marker, name in systems if marker in agent), None)
+    browser = next((name for marker, name in browsers if marker in agent), None)
+    parts = [part for part in (browser, system) if part]
+    return " · ".join(parts) if parts else gettext("Unknown device")
+
+
 def init_app(app: Flask) -> None:
     babel.init_app(
         app,
@@ -95,6 +147,9 @@ def init_app(app: Flask) -> None:
     )
     app.jinja_env.globals.update(
         current_language=current_language,
+        local_datetime=local_datetime,
+        local_date=local_date,
+        device_label=device_label,
         LANGUAGE_NAMES=LANGUAGE_NAMES,
         LANGUAGES=LANGUAGES,
     )

@@ -47,7 +47,7 @@ def nav_links() -> list[tuple[str, str]]:
         ]
     else:
         candidates = [
-            ("accounts.home", _("Home")),
+            ("schedule.home", _("Home")),
             ("schedule.timeline", _("My visits")),
             ("questionnaires.index", _("Questionnaires")),
             ("accounts.settings", _("Settings")),

@@ -46,7 +46,7 @@ def visible_site_codes(staff: StaffUser) -> list[str]:
 
 
 def require(role: str) -> Callable:
-    """View decorator: 'participant', 'staff' (coordinator or admin) or 'admin'.
+    """View decorator: 'any' signed-in person, 'participant', 'staff' (coordinator or admin) or 'admin'.
 
     Staff who reach a participant page, or participants who reach a staff page, get 403: they
     are signed in, just not allowed. Records of another site are filtered out by the queries and
@@ -59,6 +59,7 @@ def require(role: str) -> Callable:
             if not current_user.is_authenticated:
                 return answer_unauthenticated()
             allowed = {
+                "any": True,
                 "participant": not current_user.is_staff,
                 "staff": current_user.is_staff,
                 "admin": current_user.is_staff and current_user.is_admin,

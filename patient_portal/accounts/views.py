@@ -1,15 +1,265 @@
-"""Enrolment, passkey registration and sign-in, settings and sign-out."""
+"""Enrolment links, passkey registration and sign-in, settings, sign-out.
+
+The passkey endpoints speak JSON to static/js/passkeys.js; the ceremony key lives in the
+server-side session, never in the page.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, redirect, render_template, url_for
-from flask_login import current_user
+from flask import (
+    Blueprint,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_babel import force_locale
+from flask_babel import gettext as _
+from flask_login import current_user, logout_user
+
+from patient_portal import audit
+from patient_portal.accounts import services
+from patient_portal.accounts.auth import require
+from patient_portal.accounts.services import AccountError
+from patient_portal.extensions import db, limiter
+from patient_portal.i18n import LANGUAGE_COOKIE
+from patient_portal.security import current_session_record, end_session, start_authenticated_session
 
 bp = Blueprint("accounts", __name__)
+
+CEREMONY_KEY = "webauthn_ceremony"
+CEREMONY_LIMIT = "20 per minute"
+
+
+def home_for(owner) -> str:
+    """Where someone lands after signing in."""
+    endpoint = "staff.participants" if owner.is_staff else "schedule.home"
+    if endpoint not in current_app.view_functions:
+        endpoint = "accounts.settings"
+    return url_for(endpoint)
+
+
+def _json_error(message: str, status: int):
+    db.session.rollback()
+    return jsonify(error=message), status
+
+
+def _refused(error: AccountError):
+    # The ceremony was deleted before verification; that deletion must stick even though the
+    # ceremony failed, so a challenge is answered once at most.
+    db.session.commit()
+    return jsonify(error=error.message), error.status
+
+
+def _credential_body() -> str:
+    return request.get_data(as_text=True)
+
+
+# --- enrolment ---------------------------------------------------------------------------------
+
+
+@bp.get("/enrol/<token>")
+@limiter.limit(CEREMONY_LIMIT)
+def enrol(token: str):
+    try:
+        enrolment = services.usable_enrolment_token(token)
+    except AccountError as error:
+        return render_template("accounts/enrol_refused.html", message=error.message), error.status
+    owner = services.token_owner(enrolment)
+    # The welcome is in the participant's own language, whatever the phone says.
+    with force_locale(owner.language):
+        response = current_app.make_response(
+            render_template("accounts/enrol.html", owner=owner, token=token)
+        )
+    response.set_cookie(
+        LANGUAGE_COOKIE,
+        owner.language,
+        max_age=365 * 24 * 3600,
+        samesite="Lax",
+        httponly=True,
+        secure=current_app.config["SESSION_COOKIE_SECURE"],
+    )
+    return response
+
+
+@bp.post("/enrol/<token>/options")
+@limiter.limit(CEREMONY_LIMIT)
+def enrol_options(token: str):
+    try:
+        enrolment = services.usable_enrolment_token(token)
+    except AccountError as error:
+        return _json_error(error.message, error.status)
+    key, options = services.registration_options(services.token_owner(enrolment), enrolment)
+    session[CEREMONY_KEY] = key
+    db.session.commit()
+    return current_app.response_class(options, mimetype="application/json")
+
+
+@bp.post("/enrol/<token>/verify")
+@limiter.limit(CEREMONY_LIMIT)
+def enrol_verify(token: str):
+    try:
+        enrolment = services.usable_enrolment_token(token)
+        passkey = services.finish_registration(session.pop(CEREMONY_KEY, None), _credential_body())
+    except AccountError as error:
+        return _refused(error)
+    owner = passkey.participant or passkey.staff
+    if services.token_owner(enrolment) is not owner:
+        return _json_error(_("The passkey could not be created. Please try again."), 400)
+    start_authenticated_session(session, owner)
+    db.session.commit()
+    return jsonify(redirect=home_for(owner))
+
+
+# --- sign-in and sign-out ----------------------------------------------------------------------
 
 
 @bp.get("/sign-in")
 def sign_in():
     if current_user.is_authenticated:
-        return redirect(url_for("core.landing"))
+        return redirect(home_for(current_user))
     return render_template("accounts/sign_in.html")
+
+
+@bp.post("/sign-in/options")
+@limiter.limit(CEREMONY_LIMIT)
+def sign_in_options():
+    key, options = services.authentication_options()
+    session[CEREMONY_KEY] = key
+    db.session.commit()
+    return current_app.response_class(options, mimetype="application/json")
+
+
+@bp.post("/sign-in/verify")
+@limiter.limit(CEREMONY_LIMIT)
+def sign_in_verify():
+    attempt = services.finish_authentication(session.pop(CEREMONY_KEY, None), _credential_body())
+    if attempt.owner is None:
+        # The failure and its reason are in the audit trail; the person sees one generic message.
+        db.session.commit()
+        return jsonify(error=services.SignInFailed().message), 400
+    start_authenticated_session(session, attempt.owner)
+    db.session.commit()
+    return jsonify(redirect=home_for(attempt.owner))
+
+
+@bp.get("/sign-out")
+@require("any")
+def sign_out_page():
+    return render_template("accounts/sign_out.html")
+
+
+@bp.post("/sign-out")
+def sign_out():
+    if current_user.is_authenticated:
+        record = current_session_record(session)
+        if record is not None:
+            audit.record(
+                "session.ended", "session", record.id[:12], after={"owner": current_user.audit_name}
+            )
+    end_session(session)
+    logout_user()
+    db.session.commit()
+    return redirect(url_for("accounts.signed_out"), 303)
+
+
+@bp.get("/signed-out")
+def signed_out():
+    return render_template("accounts/signed_out.html")
+
+
+@bp.post("/sign-out-everywhere")
+@require("any")
+def sign_out_everywhere():
+    services.end_all_sessions(current_user, reason="sign out everywhere")
+    end_session(session)
+    logout_user()
+    db.session.commit()
+    return redirect(url_for("accounts.signed_out"), 303)
+
+
+# --- settings: passkeys and sessions -----------------------------------------------------------
+
+
+def _settings_page(error: str | None = None, status: int = 200, notice: str | None = None):
+    record = current_session_record(session)
+    return (
+        render_template(
+            "accounts/settings.html",
+            passkeys=current_user.passkeys,
+            sessions=services.live_sessions(current_user),
+            current_session_id=record.id if record else None,
+            error=error,
+            notice=notice,
+        ),
+        status,
+    )
+
+
+@bp.get("/settings")
+@require("any")
+def settings():
+    return _settings_page()
+
+
+@bp.post("/settings/passkeys/options")
+@require("any")
+@limiter.limit(CEREMONY_LIMIT)
+def add_passkey_options():
+    key, options = services.registration_options(current_user)
+    session[CEREMONY_KEY] = key
+    db.session.commit()
+    return current_app.response_class(options, mimetype="application/json")
+
+
+@bp.post("/settings/passkeys/verify")
+@require("any")
+@limiter.limit(CEREMONY_LIMIT)
+def add_passkey_verify():
+    try:
+        passkey = services.finish_registration(session.pop(CEREMONY_KEY, None), _credential_body())
+    except AccountError as error:
+        return _refused(error)
+    if (passkey.participant or passkey.staff) is not current_user._get_current_object():
+        return _json_error(_("The passkey could not be created. Please try again."), 400)
+    db.session.commit()
+    return jsonify(redirect=url_for("accounts.settings"))
+
+
+@bp.post("/settings/passkeys/<int:passkey_id>/rename")
+@require("any")
+def rename_passkey(passkey_id: int):
+    try:
+        services.rename_passkey(current_user, passkey_id, request.form.get("nickname", ""))
+    except AccountError as error:
+        db.session.rollback()
+        return _settings_page(error.message, error.status)
+    db.session.commit()
+    return redirect(url_for("accounts.settings"), 303)
+
+
+@bp.post("/settings/passkeys/<int:passkey_id>/remove")
+@require("any")
+def remove_passkey(passkey_id: int):
+    try:
+        services.remove_passkey(current_user, passkey_id)
+    except AccountError as error:
+        db.session.rollback()
+        return _settings_page(error.message, error.status)
+    db.session.commit()
+    return redirect(url_for("accounts.settings"), 303)
+
+
+@bp.post("/settings/sessions/<session_id>/end")
+@require("any")
+def end_other_session(session_id: str):
+    try:
+        services.end_session_by_id(current_user, session_id)
+    except AccountError as error:
+        db.session.rollback()
+        return _settings_page(error.message, error.status)
+    db.session.commit()
+    return redirect(url_for("accounts.settings"), 303)

@@ -1,0 +1,621 @@
+"""Accounts use cases: enrolment links, passkey ceremonies, sessions and staff.
+
+Services flush and never commit; the view that calls them commits once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import sqlalchemy as sa
+from flask import current_app
+from flask_babel import gettext as _
+from webauthn import (
+    base64url_to_bytes,
+    generate_authentication_options,
+    generate_registration_options,
+    options_to_json,
+    verify_authentication_response,
+    verify_registration_response,
+)
+from webauthn.helpers.exceptions import (
+    InvalidAuthenticationResponse,
+    InvalidJSONStructure,
+    WebAuthnException,
+)
+from webauthn.helpers.structs import (
+    AuthenticatorSelectionCriteria,
+    AuthenticatorTransport,
+    PublicKeyCredentialDescriptor,
+    ResidentKeyRequirement,
+    UserVerificationRequirement,
+)
+
+from patient_portal import audit
+from patient_portal.accounts.models import (
+    LANGUAGES,
+    STAFF_ROLES,
+    AuthSession,
+    EnrolmentToken,
+    Participant,
+    PasskeyCredential,
+    StaffSite,
+    StaffUser,
+    WebAuthnCeremony,
+)
+from patient_portal.db import utcnow
+from patient_portal.extensions import db
+from patient_portal.protocol.services import get_protocol
+
+ENROLMENT_LIFETIME = timedelta(hours=72)
+CEREMONY_LIFETIME = timedelta(minutes=5)
+TOKEN_BYTES = 32  # 256 random bits; the design asks for at least 128.
+MAX_CREDENTIAL_JSON = 16_384
+
+Owner = Participant | StaffUser
+
+
+class AccountError(Exception):
+    """A refused accounts action; `message` is translated for the person in front of the screen."""
+
+    status = 400
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+
+
+class SignInFailed(AccountError):
+    """One message for every sign-in failure, so nobody can learn which accounts exist."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            _(
+                "We could not sign you in with this passkey. Please try again, or ask your study coordinator for a new link."
+            )
+        )
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def _owner_fields(owner: Owner) -> dict:
+    return {"participant_id": owner.id} if owner.kind == "participant" else {"staff_id": owner.id}
+
+
+def _owner_filter(model, owner: Owner):
+    return (
+        model.participant_id == owner.id
+        if owner.kind == "participant"
+        else model.staff_id == owner.id
+    )
+
+
+# --- participants and staff -------------------------------------------------------------------
+
+
+def next_study_id(site_code: str) -> str:
+    """The next study ID of a site: JGH-001, JGH-002…"""
+    prefix = get_protocol().site(site_code).study_id_prefix
+    existing = db.session.scalars(
+        sa.select(Participant.study_id).where(Participant.site_code == site_code)
+    ).all()
+    numbers = [int(s.rsplit("-", 1)[1]) for s in existing if s.rsplit("-", 1)[-1].isdigit()]
+    return f"{prefix}-{max(numbers, default=0) + 1:03d}"
+
+
+def enrol_participant(
+    site_code: str, language: str, day0: date | None, issued_by: StaffUser
+) -> tuple[Participant, str]:
+    """Create a pseudonymous participant and their first enrolment link; returns the raw token."""
+    if site_code not in get_protocol().sites:
+        raise AccountError(_("Please choose one of your sites."), 422)
+    if language not in LANGUAGES:
+        raise AccountError(_("Please choose French or English."), 422)
+    participant = Participant(
+        study_id=next_study_id(site_code),
+        site_code=site_code,
+        language=language,
+        day0=day0,
+        status="enrolled",
+    )
+    db.session.add(participant)
+    db.session.flush()
+    audit.record(
+        "participant.enrolled",
+        "participant",
+        participant.study_id,
+        after={"site": site_code, "language": language, "day0": day0},
+    )
+    plan_participant_year(participant)
+    return participant, issue_enrolment_link(participant, issued_by)
+
+
+def plan_participant_year(participant: Participant) -> None:
+    """Let each installed feature build its part of the year (visits, questionnaires…).
+
+    Features register a callable in app.extensions["participant_planners"]; accounts does not
+    import them, so the dependency points from the features to accounts only.
+    """
+    for planner in current_app.extensions.get("participant_planners", []):
+        planner(participant)
+
+
+def create_staff(
+    email: str, name: str, role: str, site_codes: list[str], issued_by: StaffUser | None
+) -> tuple[StaffUser, str]:
+    """Create a staff account and its enrolment link; returns the raw token."""
+    email = email.strip().lower()
+    if "@" not in email or len(email) > 254 or any(c.isspace() for c in email):
+        raise AccountError(_("Please enter a valid e-mail address."), 422)
+    if not name.strip() or len(name) > 120:
+        raise AccountError(_("Please enter a name of at most 120 characters."), 422)
+    if role not in STAFF_ROLES:
+        raise AccountError(_("Please choose a role."), 422)
+    unknown = [code for code in site_codes if code not in get_protocol().sites]
+    if unknown or (role == "coordinator" and not site_codes):
+        raise AccountError(_("Please choose at least one known site."), 422)
+    if db.session.scalar(sa.select(StaffUser.id).where(StaffUser.email == email)):
+        raise AccountError(_("A staff account with this e-mail address already exists."), 409)
+    staff = StaffUser(
+        email=email,
+        name=name.strip(),
+        role=role,
+        site_links=[StaffSite(site_code=c) for c in sorted(set(site_codes))],
+    )
+    db.session.add(staff)
+    db.session.flush()
+    audit.record(
+        "staff.created",
+        "staff",
+        staff.email,
+        after={"name": staff.name, "role": role, "sites": staff.site_codes},
+    )
+    return staff, issue_enrolment_link(staff, issued_by)
+
+
+# --- enrolment links ---------------------------------------------------------------------------
+
+
+def issue_enrolment_link(
+    owner: Owner, issued_by: StaffUser | None, *, revoke_passkeys: bool = False
+) -> str:
+    """A fresh single-use link for the owner: earlier links stop working and sessions end."""
+    now = utcnow()
+    for token in db.session.scalars(
+        sa.select(EnrolmentToken).where(
+            _owner_filter(EnrolmentToken, owner),
+            EnrolmentToken.used_at.is_(None),
+            EnrolmentToken.revoked_at.is_(None),
+        )
+    ):
+        token.revoked_at = now
+    end_all_sessions(owner, reason="new enrolment link")
+    if revoke_passkeys:
+        for passkey in list(owner.passkeys):
+            db.session.delete(passkey)
+            audit.record(
+                "passkey.removed",
+                "passkey",
+                passkey.id,
+                before={"owner": owner.audit_name},
+                reason="revoked with a new enrolment link",
+            )
+    raw = secrets.token_urlsafe(TOKEN_BYTES)
+    token = EnrolmentToken(
+        token_hash=_digest(raw),
+        created_at=now,
+        expires_at=now + ENROLMENT_LIFETIME,
+        issued_by_id=issued_by.id if issued_by else None,
+        **_owner_fields(owner),
+    )
+    db.session.add(token)
+    db.session.flush()
+    audit.record(
+        "enrolment.issued",
+        "enrolment_token",
+        token.id,
+        after={
+            "owner": owner.audit_name,
+            "expires_at": token.expires_at,
+            "revoke_passkeys": revoke_passkeys,
+        },
+    )
+    return raw
+
+
+def enrolment_url(raw_token: str) -> str:
+    """The absolute link, built from the configured origin and never from request headers."""
+    # Commands print links too, outside any request, so the path is built here, not by url_for.
+    return f"{current_app.config['PORTAL_ORIGIN']}/enrol/{raw_token}"
+
+
+def revoke_enrolment_links(owner: Owner) -> int:
+    """Stop every unused link of the owner; returns how many."""
+    now = utcnow()
+    tokens = db.session.scalars(
+        sa.select(EnrolmentToken).where(
+            _owner_filter(EnrolmentToken, owner),
+            EnrolmentToken.used_at.is_(None),
+            EnrolmentToken.revoked_at.is_(None),
+        )
+    ).all()
+    for token in tokens:
+        token.revoked_at = now
+        audit.record(
+            "enrolment.revoked", "enrolment_token", token.id, after={"owner": owner.audit_name}
+        )
+    db.session.flush()
+    return len(tokens)
+
+
+def usable_enrolment_token(raw_token: str) -> EnrolmentToken:
+    """The token behind a link, or an AccountError saying plainly why it cannot be used."""
+    if not raw_token or len(raw_token) > 100:
+        raise AccountError(
+            _("This link is not valid. Please ask your study coordinator for a new link."), 404
+        )
+    token = db.session.scalar(
+        sa.select(EnrolmentToken).where(EnrolmentToken.token_hash == _digest(raw_token))
+    )
+    if token is None or token.revoked_at is not None:
+        raise AccountError(
+            _("This link is not valid. Please ask your study coordinator for a new link."), 404
+        )
+    if token.used_at is not None:
+        raise AccountError(
+            _(
+                "This link has already been used. Please sign in, or ask your study coordinator for a new link."
+            ),
+            410,
+        )
+    if token.expires_at <= utcnow():
+        raise AccountError(
+            _("This link has expired. Please ask your study coordinator for a new link."), 410
+        )
+    owner = token.participant or token.staff
+    if owner is None or not owner.is_active:
+        raise AccountError(
+            _("This link is not valid. Please ask your study coordinator for a new link."), 404
+        )
+    return token
+
+
+def token_owner(token: EnrolmentToken) -> Owner:
+    return token.participant or token.staff
+
+
+# --- passkey ceremonies ------------------------------------------------------------------------
+
+
+def _rp() -> tuple[str, str, str]:
+    config = current_app.config
+    return config["PORTAL_RP_ID"], config["PORTAL_RP_NAME"], config["PORTAL_ORIGIN"]
+
+
+def _user_handle(owner: Owner) -> bytes:
+    # A stable, opaque handle: the study ID or e-mail never leaves the server inside a passkey.
+    return hashlib.sha256(f"{current_app.config['SECRET_KEY']}:{owner.get_id()}".encode()).digest()[
+        :32
+    ]
+
+
+def _store_ceremony(
+    purpose: str, challenge: bytes, owner: Owner | None, token: EnrolmentToken | None
+) -> str:
+    now = utcnow()
+    # Old ceremonies are useless; clearing them here keeps the table small without a cron job.
+    db.session.execute(sa.delete(WebAuthnCeremony).where(WebAuthnCeremony.expires_at <= now))
+    key = secrets.token_urlsafe(24)
+    db.session.add(
+        WebAuthnCeremony(
+            id=_digest(key),
+            purpose=purpose,
+            challenge=challenge,
+            expires_at=now + CEREMONY_LIFETIME,
+            enrolment_token_id=token.id if token else None,
+            **(_owner_fields(owner) if owner else {}),
+        )
+    )
+    db.session.flush()
+    return key
+
+
+def _take_ceremony(key: str | None, purpose: str) -> WebAuthnCeremony | None:
+    """Load and delete the ceremony in one step: a challenge is answered once at most."""
+    if not key:
+        return None
+    ceremony = db.session.get(WebAuthnCeremony, _digest(key))
+    if ceremony is None:
+        return None
+    db.session.delete(ceremony)
+    db.session.flush()
+    if ceremony.purpose != purpose or ceremony.expires_at <= utcnow():
+        return None
+    return ceremony
+
+
+def registration_options(owner: Owner, token: EnrolmentToken | None = None) -> tuple[str, str]:
+    """Options for navigator.credentials.create(); returns (ceremony key, options JSON)."""
+    rp_id, rp_name, _origin = _rp()
+    name = owner.study_id if owner.kind == "participant" else owner.email
+    options = generate_registration_options(
+        rp_id=rp_id,
+        rp_name=rp_name,
+        user_id=_user_handle(owner),
+        user_name=name,
+        user_display_name=f"CARE-SSc {name}",
+        authenticator_selection=AuthenticatorSelectionCriteria(
+            resident_key=ResidentKeyRequirement.REQUIRED,
+            user_verification=UserVerificationRequirement.REQUIRED,
+        ),
+        exclude_credentials=[
+            PublicKeyCredentialDescriptor(id=p.credential_id) for p in owner.passkeys
+        ],
+    )
+    key = _store_ceremony("registration", options.challenge, owner, token)
+    return key, options_to_json(options)
+
+
+def _parse_credential(credential_json: str) -> dict:
+    if not credential_json or len(credential_json) > MAX_CREDENTIAL_JSON:
+        raise ValueError("empty or too large")
+    parsed = json.loads(credential_json)
+    if not isinstance(parsed, dict):
+        raise ValueError("not an object")
+    return parsed
+
+
+def finish_registration(
+    ceremony_key: str | None, credential_json: str, nickname: str = ""
+) -> PasskeyCredential:
+    """Verify the browser's answer and store the passkey; an enrolment link is used up here."""
+    ceremony = _take_ceremony(ceremony_key, "registration")
+    failure = AccountError(_("The passkey could not be created. Please try again."), 400)
+    if ceremony is None:
+        raise failure
+    owner = (
+        db.session.get(Participant, ceremony.participant_id)
+        if ceremony.participant_id
+        else db.session.get(StaffUser, ceremony.staff_id)
+    )
+    token = (
+        db.session.get(EnrolmentToken, ceremony.enrolment_token_id)
+        if ceremony.enrolment_token_id
+        else None
+    )
+    if owner is None or not owner.is_active:
+        raise failure
+    if token is not None and (
+        token.used_at is not None or token.revoked_at is not None or token.expires_at <= utcnow()
+    ):
+        raise failure
+    rp_id, _name, origin = _rp()
+    try:
+        verified = verify_registration_response(
+            credential=_parse_credential(credential_json),
+            expected_challenge=ceremony.challenge,
+            expected_rp_id=rp_id,
+            expected_origin=origin,
+            require_user_verification=True,
+        )
+    except (WebAuthnException, InvalidJSONStructure, ValueError, KeyError, TypeError):
+        raise failure from None
+    if db.session.scalar(
+        sa.select(PasskeyCredential.id).where(
+            PasskeyCredential.credential_id == verified.credential_id
+        )
+    ):
+        raise failure
+    transports = _parse_credential(credential_json).get("response", {}).get("transports") or []
+    known = {t.value for t in AuthenticatorTransport}
+    passkey = PasskeyCredential(
+        credential_id=verified.credential_id,
+        public_key=verified.credential_public_key,
+        sign_count=verified.sign_count,
+        transports=[t for t in transports if t in known] if isinstance(transports, list) else [],
+        device_type=verified.credential_device_type.value,
+        backed_up=verified.credential_backed_up,
+        aaguid=verified.aaguid,
+        nickname=(nickname.strip()[:60] or _("Passkey %(number)s", number=len(owner.passkeys) + 1)),
+        **_owner_fields(owner),
+    )
+    db.session.add(passkey)
+    if token is not None:
+        token.used_at = utcnow()
+        audit.record(
+            "enrolment.used", "enrolment_token", token.id, after={"owner": owner.audit_name}
+        )
+    if owner.kind == "participant" and owner.status == "enrolled":
+        owner.status = "active"
+    db.session.flush()
+    audit.record(
+        "passkey.added",
+        "passkey",
+        passkey.id,
+        after={
+            "owner": owner.audit_name,
+            "nickname": passkey.nickname,
+            "aaguid": passkey.aaguid,
+            "backed_up": passkey.backed_up,
+        },
+    )
+    return passkey
+
+
+def authentication_options() -> tuple[str, str]:
+    """Options for a discoverable-credential sign-in: no user name asked, none revealed."""
+    rp_id, _name, _origin = _rp()
+    options = generate_authentication_options(
+        rp_id=rp_id, allow_credentials=[], user_verification=UserVerificationRequirement.REQUIRED
+    )
+    key = _store_ceremony("authentication", options.challenge, None, None)
+    return key, options_to_json(options)
+
+
+@dataclass
+class SignInAttempt:
+    owner: Owner | None
+    failure_reason: str | None
+
+
+def finish_authentication(ceremony_key: str | None, credential_json: str) -> SignInAttempt:
+    """Verify a sign-in; failures are audited and come back with a reason for the audit only."""
+    ceremony = _take_ceremony(ceremony_key, "authentication")
+    if ceremony is None:
+        return _failed_sign_in(None, "no live ceremony")
+    try:
+        credential = _parse_credential(credential_json)
+        credential_id = base64url_to_bytes(credential.get("rawId") or credential.get("id"))
+    except (ValueError, TypeError, AttributeError):
+        return _failed_sign_in(None, "malformed credential")
+    passkey = db.session.scalar(
+        sa.select(PasskeyCredential).where(PasskeyCredential.credential_id == credential_id)
+    )
+    if passkey is None:
+        return _failed_sign_in(None, "unknown credential")
+    owner = passkey.participant or passkey.staff
+    rp_id, _name, origin = _rp()
+    try:
+        verified = verify_authentication_response(
+            credential=credential,
+            expected_challenge=ceremony.challenge,
+            expected_rp_id=rp_id,
+            expected_origin=origin,
+            credential_public_key=passkey.public_key,
+            credential_current_sign_count=passkey.sign_count,
+            require_user_verification=True,
+        )
+    except InvalidAuthenticationResponse as error:
+        reason = (
+            "sign count went backwards"
+            if "sign count" in str(error).lower()
+            else f"verification failed: {error}"
+        )
+        return _failed_sign_in(passkey, reason)
+    except (WebAuthnException, InvalidJSONStructure, ValueError, KeyError, TypeError) as error:
+        return _failed_sign_in(passkey, f"verification failed: {type(error).__name__}")
+    if owner is None or not owner.is_active:
+        return _failed_sign_in(passkey, "account not active")
+    passkey.sign_count = verified.new_sign_count
+    passkey.backed_up = verified.credential_backed_up
+    passkey.last_used_at = utcnow()
+    audit.record(
+        "signin.succeeded",
+        "passkey",
+        passkey.id,
+        after={"owner": owner.audit_name},
+        actor=owner.audit_name,
+    )
+    return SignInAttempt(owner, None)
+
+
+def _failed_sign_in(passkey: PasskeyCredential | None, reason: str) -> SignInAttempt:
+    owner = (passkey.participant or passkey.staff) if passkey else None
+    audit.record(
+        "signin.failed",
+        "passkey" if passkey else "sign_in",
+        passkey.id if passkey else "-",
+        after={"owner": owner.audit_name if owner else None},
+        reason=reason,
+        actor="anonymous",
+    )
+    return SignInAttempt(None, reason)
+
+
+# --- passkeys and sessions of a signed-in person -----------------------------------------------
+
+
+def owned_passkey(owner: Owner, passkey_id: int) -> PasskeyCredential:
+    passkey = db.session.get(PasskeyCredential, passkey_id)
+    if (
+        passkey is None
+        or (passkey.participant_id if owner.kind == "participant" else passkey.staff_id) != owner.id
+    ):
+        raise AccountError(_("This passkey does not exist."), 404)
+    return passkey
+
+
+def rename_passkey(owner: Owner, passkey_id: int, nickname: str) -> PasskeyCredential:
+    """Give a passkey a name the owner recognises ("my phone")."""
+    passkey = owned_passkey(owner, passkey_id)
+    nickname = nickname.strip()
+    if not nickname or len(nickname) > 60:
+        raise AccountError(_("Please give a name of 1 to 60 characters."), 422)
+    before = passkey.nickname
+    passkey.nickname = nickname
+    db.session.flush()
+    audit.record(
+        "passkey.renamed",
+        "passkey",
+        passkey.id,
+        before={"nickname": before},
+        after={"nickname": nickname},
+    )
+    return passkey
+
+
+def remove_passkey(owner: Owner, passkey_id: int) -> None:
+    """Remove a passkey; the last one stays, or the owner could never sign in again."""
+    passkey = owned_passkey(owner, passkey_id)
+    if len(owner.passkeys) <= 1:
+        raise AccountError(
+            _("This is your only passkey: it cannot be removed. Add another one first."), 409
+        )
+    db.session.delete(passkey)
+    db.session.flush()
+    audit.record(
+        "passkey.removed",
+        "passkey",
+        passkey_id,
+        before={"owner": owner.audit_name, "nickname": passkey.nickname},
+    )
+
+
+def live_sessions(owner: Owner) -> list[AuthSession]:
+    now = utcnow()
+    return db.session.scalars(
+        sa.select(AuthSession)
+        .where(
+            _owner_filter(AuthSession, owner),
+            AuthSession.revoked_at.is_(None),
+            AuthSession.expires_at > now,
+        )
+        .order_by(AuthSession.last_seen_at.desc())
+    ).all()
+
+
+def end_session_by_id(owner: Owner, session_id: str) -> None:
+    """Sign one of the owner's devices out."""
+    record = db.session.get(AuthSession, session_id)
+    if record is None or record.owner is not owner or record.revoked_at is not None:
+        raise AccountError(_("This session does not exist or has already ended."), 404)
+    record.revoked_at = utcnow()
+    db.session.flush()
+    audit.record("session.revoked", "session", session_id[:12], after={"owner": owner.audit_name})
+
+
+def end_all_sessions(owner: Owner, reason: str) -> int:
+    """Sign the owner out everywhere; returns how many sessions ended."""
+    now = utcnow()
+    result = db.session.execute(
+        sa.update(AuthSession)
+        .where(_owner_filter(AuthSession, owner), AuthSession.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    if result.rowcount:
+        audit.record(
+            "session.revoked_all",
+            owner.kind,
+            owner.audit_name,
+            after={"count": result.rowcount},
+            reason=reason,
+        )
+    return result.rowcount

@@ -1,0 +1,200 @@
+"""Coordinator pages: the participants of one's sites, enrolment, enrolment links, staff invitations.
+
+Every query is filtered by the sites the staff member may see; another site's participant is a 404.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import segno
+import sqlalchemy as sa
+from flask import Blueprint, abort, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_login import current_user
+from markupsafe import Markup
+
+from patient_portal.accounts import services
+from patient_portal.accounts.auth import participant_of_visible_site, require, visible_site_codes
+from patient_portal.accounts.models import LANGUAGES, STAFF_ROLES, Participant, StaffUser
+from patient_portal.accounts.services import AccountError
+from patient_portal.extensions import db, limiter
+from patient_portal.protocol.services import get_protocol
+
+bp = Blueprint("staff", __name__, url_prefix="/staff")
+
+DAY0_EARLIEST = date(2020, 1, 1)
+DAY0_LATEST = date(2035, 12, 31)
+
+
+def participant_status_label(status: str) -> str:
+    return {
+        "enrolled": _("Enrolled, no passkey yet"),
+        "active": _("Active"),
+        "withdrawn": _("Withdrawn"),
+        "completed": _("Completed"),
+    }[status]
+
+
+def staff_role_label(role: str) -> str:
+    return {"coordinator": _("Coordinator"), "admin": _("Administrator")}[role]
+
+
+@bp.app_context_processor
+def labels() -> dict:
+    # Features add sections to the coordinator's participant page by appending template names.
+    return {
+        "participant_status_label": participant_status_label,
+        "staff_role_label": staff_role_label,
+        "staff_participant_sections": bp.participant_sections,
+    }
+
+
+bp.participant_sections = []
+
+
+def qr_svg(url: str) -> Markup:
+    """The enrolment link as an SVG QR code, drawn on the server (no script, no image request)."""
+    svg = segno.make(url, error="m").svg_inline(
+        scale=6, border=2, title=_("QR code of the enrolment link")
+    )
+    return Markup(svg)  # noqa: S704 - segno's own SVG, built from our own URL
+
+
+def _link_page(owner, raw_token: str, status: int = 201):
+    url = services.enrolment_url(raw_token)
+    return render_template(
+        "staff/enrolment_link.html", owner=owner, url=url, qr=qr_svg(url)
+    ), status
+
+
+def _parse_day0(value: str) -> date | None:
+    if not value:
+        return None
+    try:
+        day0 = date.fromisoformat(value)
+    except ValueError:
+        raise AccountError(_("Please give day 0 as a date (year-month-day)."), 422) from None
+    if not DAY0_EARLIEST <= day0 <= DAY0_LATEST:
+        raise AccountError(_("Day 0 must be between 2020 and 2035."), 422)
+    return day0
+
+
+@bp.get("/participants")
+@require("staff")
+def participants():
+    sites = visible_site_codes(current_user)
+    rows = db.session.scalars(
+        sa.select(Participant)
+        .where(Participant.site_code.in_(sites))
+        .order_by(Participant.site_code, Participant.study_id)
+    ).all()
+    return render_template(
+        "staff/participants.html", participants=rows, sites=sites, languages=LANGUAGES
+    )
+
+
+@bp.post("/participants")
+@require("staff")
+@limiter.limit("30 per minute")
+def enrol_participant():
+    site_code = request.form.get("site", "")
+    try:
+        if site_code not in visible_site_codes(current_user):
+            raise AccountError(_("Please choose one of your sites."), 422)
+        day0 = _parse_day0(request.form.get("day0", "").strip())
+        participant, raw = services.enrol_participant(
+            site_code, request.form.get("language", ""), day0, current_user
+        )
+    except AccountError as error:
+        db.session.rollback()
+        sites = visible_site_codes(current_user)
+        rows = db.session.scalars(
+            sa.select(Participant)
+            .where(Participant.site_code.in_(sites))
+            .order_by(Participant.study_id)
+        ).all()
+        return render_template(
+            "staff/participants.html",
+            participants=rows,
+            sites=sites,
+            languages=LANGUAGES,
+            error=error.message,
+        ), error.status
+    db.session.commit()
+    return _link_page(participant, raw)
+
+
+@bp.get("/participants/<study_id>")
+@require("staff")
+def participant(study_id: str):
+    person = participant_of_visible_site(study_id, current_user)
+    return render_template(
+        "staff/participant.html", participant=person, sessions=services.live_sessions(person)
+    )
+
+
+@bp.post("/participants/<study_id>/enrolment-link")
+@require("staff")
+def new_enrolment_link(study_id: str):
+    person = participant_of_visible_site(study_id, current_user)
+    if person.status == "withdrawn":
+        abort(409)
+    raw = services.issue_enrolment_link(
+        person, current_user, revoke_passkeys=request.form.get("revoke_passkeys") == "yes"
+    )
+    db.session.commit()
+    return _link_page(person, raw)
+
+
+@bp.post("/participants/<study_id>/enrolment-link/revoke")
+@require("staff")
+def revoke_enrolment_link(study_id: str):
+    person = participant_of_visible_site(study_id, current_user)
+    services.revoke_enrolment_links(person)
+    db.session.commit()
+    return redirect(url_for("staff.participant", study_id=person.study_id), 303)
+
+
+@bp.post("/participants/<study_id>/sessions/end")
+@require("staff")
+def end_participant_sessions(study_id: str):
+    person = participant_of_visible_site(study_id, current_user)
+    services.end_all_sessions(person, reason="ended by staff")
+    db.session.commit()
+    return redirect(url_for("staff.participant", study_id=person.study_id), 303)
+
+
+@bp.get("/team")
+@require("admin")
+def team():
+    members = db.session.scalars(sa.select(StaffUser).order_by(StaffUser.name)).all()
+    return render_template(
+        "staff/team.html", members=members, roles=STAFF_ROLES, sites=list(get_protocol().sites)
+    )
+
+
+@bp.post("/team")
+@require("admin")
+def invite_staff():
+    try:
+        staff, raw = services.create_staff(
+            request.form.get("email", ""),
+            request.form.get("name", ""),
+            request.form.get("role", ""),
+            request.form.getlist("sites"),
+            current_user,
+        )
+    except AccountError as error:
+        db.session.rollback()
+        members = db.session.scalars(sa.select(StaffUser).order_by(StaffUser.name)).all()
+        page = render_template(
+            "staff/team.html",
+            members=members,
+            roles=STAFF_ROLES,
+            sites=list(get_protocol().sites),
+            error=error.message,
+        )
+        return page, error.status
+    db.session.commit()
+    return _link_page(staff, raw)
