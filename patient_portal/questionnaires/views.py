@@ -39,6 +39,7 @@ from patient_portal.questionnaires.engine import (
 from patient_portal.questionnaires.instrument import Instrument, Item
 from patient_portal.questionnaires.loader import get_instrument
 from patient_portal.questionnaires.models import Assignment
+from patient_portal.schedule.views import register_home_section
 
 bp = Blueprint("questionnaires", __name__)
 
@@ -251,15 +252,16 @@ def _item_context(
 # Participant pages
 
 
+def _home_section(participant, now) -> dict:
+    return {"overview": services.participant_questionnaires(participant, now)}
+
+
+register_home_section("questionnaires/_home_section.html", _home_section)
+
+
 @bp.app_context_processor
 def _questionnaire_helpers() -> dict:
-    def questionnaire_overview():
-        if not current_user.is_authenticated or current_user.is_staff:
-            return None
-        return services.participant_questionnaires(current_user)
-
     return {
-        "questionnaire_overview": questionnaire_overview,
         "questionnaire_title": lambda a: get_instrument(a.instrument_id).title.get(
             current_language()
         ),

@@ -1,0 +1,157 @@
+"""Planning assignments from the protocol and the visits, and the windows enforced on the server."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from patient_portal.audit import AuditEvent
+from patient_portal.extensions import db
+from patient_portal.questionnaires import services
+from patient_portal.questionnaires.models import Assignment
+from patient_portal.schedule.models import Visit
+from tests.questionnaires.conftest import CALM_WEEK, weekly
+
+MICRO = timedelta(microseconds=1)
+
+
+def _assignments(participant):
+    return db.session.scalars(
+        sa.select(Assignment).where(Assignment.participant_id == participant.id)
+    ).all()
+
+
+def test_plan_creates_visit_and_weekly_assignments_once(planned):
+    participant = planned()
+    rows = _assignments(participant)
+    by_visit = [a for a in rows if a.visit_id is not None]
+    series = [a for a in rows if a.series_code == "WEEKLY"]
+    # M0 3, M1 1, M3 3, M4 1, M6 3, M9 3, M12 3; weekly from day 0 to day 364.
+    assert len(by_visit) == 17
+    assert [a.occurrence for a in series] == list(range(53))
+    assert all(a.status == "planned" for a in rows)
+    assert {a.instrument_version for a in rows} == {"1.0"}
+
+    events = db.session.scalar(sa.select(sa.func.count(AuditEvent.id)))
+    services.plan_assignments(participant)
+    db.session.commit()
+    assert len(_assignments(participant)) == 70
+    assert db.session.scalar(sa.select(sa.func.count(AuditEvent.id))) == events
+
+
+def test_visit_window_opens_three_days_before_target_and_closes_after_window(planned):
+    participant = planned()
+    visit = db.session.scalars(
+        sa.select(Visit).where(Visit.participant_id == participant.id, Visit.code == "M1")
+    ).one()
+    assignment = db.session.scalars(
+        sa.select(Assignment).where(Assignment.visit_id == visit.id)
+    ).one()
+    # Day 28 = 29 December 2026; opens 26 December at 00:00 in Montréal (UTC−5).
+    assert assignment.opens_at == datetime(2026, 12, 26, 5, 0, tzinfo=UTC)
+    # Window ends day 35 = 5 January 2027: closes at the start of 6 January, local time.
+    assert assignment.closes_at == datetime(2027, 1, 6, 5, 0, tzinfo=UTC)
+
+
+def test_weekly_windows_follow_the_site_wall_clock_across_dst(planned):
+    montreal = planned()
+    paris = planned(site_code="SLS")
+    assert weekly(montreal, 0).opens_at == datetime(2026, 12, 1, 5, 0, tzinfo=UTC)
+    assert weekly(paris, 0).opens_at == datetime(2026, 11, 30, 23, 0, tzinfo=UTC)
+    # Day 98 = 9 March 2027 (EST), day 105 = 16 March 2027 (EDT, clocks moved on 14 March).
+    assert weekly(montreal, 14).opens_at == datetime(2027, 3, 9, 5, 0, tzinfo=UTC)
+    assert weekly(montreal, 14).closes_at == datetime(2027, 3, 16, 4, 0, tzinfo=UTC)
+    assert weekly(montreal, 15).opens_at == datetime(2027, 3, 16, 4, 0, tzinfo=UTC)
+
+
+def test_replanning_follows_moved_and_cancelled_visits(planned):
+    participant = planned()
+    visit = db.session.scalars(
+        sa.select(Visit).where(Visit.participant_id == participant.id, Visit.code == "M1")
+    ).one()
+    assignment = db.session.scalars(
+        sa.select(Assignment).where(Assignment.visit_id == visit.id)
+    ).one()
+    visit.target_date += timedelta(days=2)
+    visit.window_start += timedelta(days=2)
+    visit.window_end += timedelta(days=2)
+    services.plan_assignments(participant)
+    assert assignment.opens_at == datetime(2026, 12, 28, 5, 0, tzinfo=UTC)
+    assert assignment.closes_at == datetime(2027, 1, 8, 5, 0, tzinfo=UTC)
+
+    visit.status = "cancelled"
+    services.plan_assignments(participant)
+    assert assignment.status == "withdrawn"
+    visit.status = "planned"
+    services.plan_assignments(participant)
+    assert assignment.status == "planned"
+    db.session.commit()
+
+
+def test_withdrawn_participant_has_nothing_left_to_answer(planned):
+    participant = planned()
+    participant.status = "withdrawn"
+    services.plan_assignments(participant)
+    db.session.commit()
+    assert {a.status for a in _assignments(participant)} == {"withdrawn"}
+
+
+@pytest.mark.parametrize(
+    ("offset", "allowed"),
+    [(-MICRO, False), (timedelta(0), True), (timedelta(days=7) - MICRO, True)],
+)
+def test_answers_only_within_the_window(planned, clock, offset, allowed):
+    participant = planned()
+    assignment = weekly(participant)
+    clock.set(assignment.opens_at + offset)
+    if allowed:
+        assert services.save_answer(assignment, "pain", "4", participant) == 4
+    else:
+        with pytest.raises(services.QuestionnaireError) as error:
+            services.save_answer(assignment, "pain", "4", participant)
+        assert error.value.code == "not_open_yet"
+    db.session.rollback()
+
+
+def test_not_started_cannot_begin_after_close(planned, clock):
+    participant = planned()
+    assignment = weekly(participant)
+    clock.set(assignment.closes_at)
+    with pytest.raises(services.QuestionnaireError) as error:
+        services.save_answer(assignment, "pain", "4", participant)
+    assert error.value.code == "closed"
+    assert services.state_of(assignment) == "missed"
+
+
+def test_started_one_may_be_finished_within_the_grace_period_only(planned, clock):
+    participant = planned()
+    assignment = weekly(participant)
+    clock.set(assignment.closes_at - timedelta(minutes=5))
+    services.save_answer(assignment, "raynaud", "3", participant)
+    db.session.commit()
+
+    grace_end = assignment.closes_at + timedelta(hours=2)
+    clock.set(grace_end - MICRO)
+    for item_id, raw in CALM_WEEK.items():
+        services.save_answer(assignment, item_id, raw, participant)
+    db.session.commit()
+    clock.set(grace_end)
+    with pytest.raises(services.QuestionnaireError) as error:
+        services.submit(assignment, participant, "fr")
+    assert error.value.code == "closed"
+    db.session.rollback()
+    clock.set(grace_end - MICRO)
+    submission, created = services.submit(assignment, participant, "fr")
+    assert created and submission.language == "fr"
+
+
+def test_overview_lists_open_soon_and_done(planned, clock):
+    participant = planned()
+    clock.set(datetime(2026, 12, 27, 12, 0, tzinfo=UTC))
+    overview = services.participant_questionnaires(participant)
+    # The weekly check-in of the 4th week (22–28 December) and M1's questionnaire (from the 26th).
+    assert {(a.series_code, a.occurrence) for a in overview.open} == {("WEEKLY", 3), (None, 0)}
+    assert [a.occurrence for a in overview.due_soon] == [4]
+    assert overview.done == []
