@@ -64,23 +64,13 @@ def register_home_section(
 # --- Presentation ---------------------------------------------------------------------------
 
 
-def kind_label(kind: str) -> str:
-    return {
-        "screening": _("Screening visit"),
-        "infusion": _("Infusion"),
-        "safety": _("Safety visit"),
-        "follow_up": _("Follow-up visit"),
-        "end_of_study": _("End of study"),
-    }.get(kind, kind)
-
-
 def participant_state_label(state: str) -> str:
     # Cancelled and missed are worded neutrally and never give the coordinator's reason.
     return {
-        "done": _("Done"),
+        "done": _("Visit done"),
         "next": _("Next visit"),
-        "later": _("Later"),
-        "past": _("Past"),
+        "later": _("Coming later"),
+        "past": _("Date passed"),
         "missed": _("This visit did not take place"),
         "cancelled": _("This visit will not take place"),
     }[state]
@@ -88,10 +78,10 @@ def participant_state_label(state: str) -> str:
 
 def staff_status_label(status: str) -> str:
     return {
-        "planned": _("Planned"),
-        "completed": _("Completed"),
-        "missed": _("Missed"),
-        "cancelled": _("Cancelled"),
+        "planned": _("Status: planned"),
+        "completed": _("Status: completed"),
+        "missed": _("Status: missed"),
+        "cancelled": _("Status: cancelled"),
     }[status]
 
 
@@ -175,7 +165,6 @@ def home():
         upcoming=upcoming,
         has_visits=bool(entries),
         sections=sections,
-        kind_label=kind_label,
     )
 
 
@@ -190,7 +179,6 @@ def timeline():
         site=site,
         entries=services.timeline(participant, portal_db.utcnow()),
         fmt=Formatter(site, current_language()),
-        kind_label=kind_label,
         state_label=participant_state_label,
     )
 
@@ -273,7 +261,6 @@ def _staff_context(participant: Participant, **extra) -> dict:
         "site": site,
         "entries": entries,
         "fmt": Formatter(site, current_language()),
-        "kind_label": kind_label,
         "status_label": staff_status_label,
         "statuses": services.MARKABLE_STATUSES,
         "messages": get_flashed_messages(),
