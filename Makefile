@@ -46,6 +46,8 @@ setup: $(VENV)/.installed $(VENDOR) translations/fr/LC_MESSAGES/messages.mo
 	$(BIN)/flask db upgrade
 	$(BIN)/flask demo load
 
+# Passkeys are bound to the origin, so the printed links and the server must agree on the port.
+run: export PORTAL_ORIGIN ?= http://localhost:$(PORT)
 run: setup
 	$(BIN)/flask demo links
 	$(BIN)/flask run --host 127.0.0.1 --port $(PORT)
