@@ -35,6 +35,7 @@ def _init_extensions(app: Flask) -> None:
     from patient_portal.accounts import views as accounts_views
     from patient_portal.extensions import csrf, db, htmx, limiter, migrate
     from patient_portal.protocol import services as protocol
+    from patient_portal.pwa import views as pwa_views
     from patient_portal.questionnaires import loader as questionnaires_loader
     from patient_portal.questionnaires import models as questionnaires_models  # noqa: F401
     from patient_portal.questionnaires import views as questionnaires_views
@@ -65,3 +66,4 @@ def _init_extensions(app: Flask) -> None:
     demo.init_app(app)
     app.register_blueprint(schedule_views.bp)
     app.register_blueprint(questionnaires_views.bp)
+    app.register_blueprint(pwa_views.bp)
