@@ -244,6 +244,7 @@ def _item_context(
         "on_behalf": current_user.is_staff,
         "error": None,
         "saved": False,
+        "fragment": _is_fragment(),
         **extra,
     }
 
