@@ -132,13 +132,14 @@ def _key(assignment: Assignment) -> tuple:
     return ("series", assignment.series_code, assignment.occurrence, assignment.instrument_id)
 
 
-def plan_assignments(participant: Participant, actor: str | None = None) -> list[Assignment]:
+def plan_assignments(participant: Participant, actor: str | None = None) -> int:
     """Create or update the participant's assignments from the protocol and their visits.
 
     Idempotent: call it after anything that changes the visits (planning, day 0, a visit
     cancelled). Completed assignments are never touched; the others follow their visit's
     dates; those of a cancelled visit or of a withdrawn participant are withdrawn (and come
     back if that is undone). Series occurrences no longer wanted (day 0 moved) are withdrawn.
+    Returns how many assignments were created or changed.
     """
     existing = {
         _key(a): a
@@ -196,7 +197,7 @@ def plan_assignments(participant: Participant, actor: str | None = None) -> list
             },
             actor=actor,
         )
-    return sorted(existing.values(), key=lambda a: (a.opens_at, a.id or 0))
+    return created + len(changed)
 
 
 def _update(

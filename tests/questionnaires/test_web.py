@@ -231,3 +231,44 @@ def test_multiple_choice_toggles_send_the_whole_selection(participant_client):
     assert _value(assignment, "new_areas") == ["skin", "breathing"]
     _post(client, token, assignment, "new_areas", [])
     assert _value(assignment, "new_areas") is None
+
+
+def test_home_page_section_and_planning_on_first_visit(client, make_participant, sign_in, clock):
+    participant = make_participant(language="en")
+    sign_in(client, participant)
+    page = client.get("/home").get_data(as_text=True)
+    assert 'id="q-home-heading"' in page and "Weekly check-in" in page
+    listing = client.get("/questionnaires").get_data(as_text=True)
+    assert "Weekly check-in" in listing
+    assert weekly(participant).status == "planned"
+
+
+def test_every_acknowledged_answer_is_back_after_a_restart(
+    participant_client, make_app, settings, sign_in
+):
+    client, participant, assignment, token = participant_client
+    for item_id in ("raynaud", "finger_ulcers", "breathing"):
+        assert _post(client, token, assignment, item_id, "5").status_code == 200
+    restarted = make_app(settings)
+    other_device = restarted.test_client()
+    sign_in(other_device, participant)
+    response = other_device.get(f"/questionnaires/{assignment.id}")
+    assert response.status_code == 302
+    assert response.location.endswith(f"/questionnaires/{assignment.id}/items/swallowing_reflux")
+    page = other_device.get(f"/questionnaires/{assignment.id}/items/breathing")
+    assert 'aria-pressed="true">5<' in page.get_data(as_text=True)
+
+
+def test_change_from_the_review_returns_to_the_review(participant_client):
+    client, _, assignment, token = participant_client
+    for item_id, value in CALM_WEEK.items():
+        _post(client, token, assignment, item_id, value)
+    review = client.get(f"/questionnaires/{assignment.id}/review").get_data(as_text=True)
+    assert f"/questionnaires/{assignment.id}/items/pain?review=1" in review
+    page = client.get(f"/questionnaires/{assignment.id}/items/pain?review=1").get_data(as_text=True)
+    assert "Back to the review" in page and 'name="review" value="1"' in page
+    response = client.post(
+        f"/questionnaires/{assignment.id}/items/pain",
+        data={"csrf_token": token, "value": "7", "review": "1"},
+    )
+    assert response.location.endswith(f"/questionnaires/{assignment.id}/review")
