@@ -444,6 +444,40 @@ def alerts_of(assignment: Assignment) -> list[Alert]:
     )
 
 
+def open_alerts(participant: Participant) -> list[Alert]:
+    """The participant's alerts no coordinator has acknowledged yet, oldest first."""
+    return list(
+        db.session.scalars(
+            sa.select(Alert)
+            .where(Alert.participant_id == participant.id, Alert.acknowledged_at.is_(None))
+            .order_by(Alert.created_at, Alert.id)
+        )
+    )
+
+
+NOTE_MAX = 1000
+
+
+def acknowledge_alert(alert: Alert, staff: StaffUser, note: str | None) -> bool:
+    """Mark an alert as seen by a coordinator, with an optional note; False if already done."""
+    if alert.acknowledged_at is not None:
+        return False
+    note = (note or "").strip()[:NOTE_MAX] or None
+    alert.acknowledged_at = db_module.utcnow()
+    alert.acknowledged_by_id = staff.id
+    alert.note = note
+    db.session.flush()
+    audit.record(
+        "alert.acknowledged",
+        "alert",
+        alert.id,
+        before={"acknowledged_at": None},
+        after={"acknowledged_at": alert.acknowledged_at, "note": note},
+        actor=staff.audit_name,
+    )
+    return True
+
+
 def submissions_of(participant: Participant) -> list[Assignment]:
     """The participant's completed assignments, most recent submission first (staff view)."""
     return list(

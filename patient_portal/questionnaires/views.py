@@ -38,7 +38,7 @@ from patient_portal.questionnaires.engine import (
 )
 from patient_portal.questionnaires.instrument import Instrument, Item
 from patient_portal.questionnaires.loader import get_instrument
-from patient_portal.questionnaires.models import Assignment
+from patient_portal.questionnaires.models import Alert, Assignment
 from patient_portal.schedule.services import plan_visits
 from patient_portal.schedule.views import register_home_section
 
@@ -489,7 +489,21 @@ def staff_overview(study_id: str):
         participant=participant,
         overview=overview,
         submitted=submitted,
+        alerts=services.open_alerts(participant),
+        alert_time=lambda alert: format_datetime(alert.created_at, locale, site.zone, "medium"),
     )
+
+
+@bp.post("/staff/participants/<study_id>/alerts/<int:alert_id>/acknowledge")
+@require("staff")
+def acknowledge_alert(study_id: str, alert_id: int):
+    participant = participant_of_visible_site(study_id, current_user)
+    alert = db.session.get(Alert, alert_id)
+    if alert is None or alert.participant_id != participant.id:
+        abort(404)
+    services.acknowledge_alert(alert, current_user, request.form.get("note"))
+    db.session.commit()
+    return redirect(url_for("questionnaires.staff_overview", study_id=study_id), 303)
 
 
 def _loaded() -> dict:

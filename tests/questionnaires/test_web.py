@@ -9,7 +9,8 @@ import sqlalchemy as sa
 
 from patient_portal.audit import AuditEvent
 from patient_portal.extensions import db
-from patient_portal.questionnaires.models import Answer, Submission
+from patient_portal.questionnaires import services
+from patient_portal.questionnaires.models import Alert, Answer, Submission
 from tests.questionnaires.conftest import CALM_WEEK, weekly
 
 HTMX = {"HX-Request": "true"}
@@ -272,3 +273,35 @@ def test_change_from_the_review_returns_to_the_review(participant_client):
         data={"csrf_token": token, "value": "7", "review": "1"},
     )
     assert response.location.endswith(f"/questionnaires/{assignment.id}/review")
+
+
+def test_coordinator_acknowledges_an_alert(client, planned, make_staff, sign_in, csrf_token):
+    participant = planned()
+    assignment = weekly(participant)
+    for item_id, raw in dict(CALM_WEEK, breathing="9").items():
+        services.save_answer(assignment, item_id, raw, participant)
+    services.submit(assignment, participant, "fr")
+    db.session.commit()
+    staff = make_staff(sites=["JGH"])
+    sign_in(client, staff)
+    path = f"/staff/participants/{participant.study_id}/questionnaires"
+    page = client.get(path).get_data(as_text=True)
+    assert "breathing_severe" in page and "Weekly check-in" in page
+    alert = db.session.scalars(sa.select(Alert)).one()
+    token = csrf_token(client, path)
+    response = client.post(
+        f"/staff/participants/{participant.study_id}/alerts/{alert.id}/acknowledge",
+        data={"csrf_token": token, "note": "Called the participant."},
+    )
+    assert response.status_code == 303
+    db.session.expire_all()
+    assert alert.acknowledged_by_id == staff.id and alert.note == "Called the participant."
+    assert "No alert to acknowledge." in client.get(path).get_data(as_text=True)
+
+    other_site = make_staff(sites=["SLS"])
+    sign_in(client, other_site)
+    response = client.post(
+        f"/staff/participants/{participant.study_id}/alerts/{alert.id}/acknowledge",
+        data={"csrf_token": csrf_token(client, "/")},
+    )
+    assert response.status_code == 404
