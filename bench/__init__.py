@@ -1,0 +1,1 @@
+"""Benchmarks of the portal (`make bench`): measured and reported, never asserted in tests."""
