@@ -220,6 +220,54 @@ def first_load(port: int, path: str, headers: dict[str, str]) -> dict:
     }
 
 
+LIGHTHOUSE = ROOT / "node_modules" / ".bin" / "lighthouse"
+CHROMIUM = os.environ.get("CHROME_PATH", "/usr/bin/chromium")
+
+
+def lighthouse(port: int, name: str, path: str, cookie: dict[str, str]) -> dict:
+    """Lighthouse 12's mobile defaults (throttled 4G, mid-range phone), signed in by cookie."""
+    report = LOGS / f"lighthouse-{name}.json"
+    command = [
+        str(LIGHTHOUSE),
+        f"http://localhost:{port}{path}",
+        "--quiet",
+        "--output=json",
+        f"--output-path={report}",
+        "--only-categories=performance,accessibility,best-practices",
+        "--chrome-flags=--headless=new --no-sandbox --disable-gpu --disable-dev-shm-usage",
+        f"--extra-headers={json.dumps(cookie)}",
+    ]
+    completed = subprocess.run(
+        command,
+        cwd=ROOT,
+        env={**os.environ, "CHROME_PATH": CHROMIUM},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if completed.returncode != 0 or not report.exists():
+        return {"error": completed.stderr.strip()[-500:]}
+    data = json.loads(report.read_text())
+    audits = data["audits"]
+    scores = {key: category["score"] for key, category in data["categories"].items()}
+    return {
+        "url": path,
+        "final_url": data.get("finalDisplayedUrl"),
+        **scores,
+        "lcp_ms": round(audits["largest-contentful-paint"]["numericValue"]),
+        "tbt_ms": round(audits["total-blocking-time"]["numericValue"]),
+        "cls": round(audits["cumulative-layout-shift"]["numericValue"], 4),
+        "failed_audits": sorted(
+            key
+            for key, audit in audits.items()
+            if audit.get("score") is not None
+            and audit["score"] < 1
+            and audit.get("scoreDisplayMode") in ("binary", "metricSavings")
+        ),
+    }
+
+
 def measure(args: argparse.Namespace) -> dict:
     env = dict(os.environ)
     redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -264,11 +312,19 @@ def measure(args: argparse.Namespace) -> dict:
                 "home": first_load(args.port, "/home", cookie),
             },
         }
+        questionnaire = questionnaire_targets(args.port, cookie)
+        if args.lighthouse and LIGHTHOUSE.exists() and Path(CHROMIUM).exists():
+            pages = {"home": "/home", "timeline": "/visits"}
+            if questionnaire:
+                pages["item"] = questionnaire[0].path
+            results["lighthouse"] = {
+                name: lighthouse(args.port, name, path, cookie) for name, path in pages.items()
+            }
         if not args.skip_load:
             targets = [
                 load.Target("healthz", "/healthz"),
                 load.Target("home", "/home", headers=cookie),
-                *questionnaire_targets(args.port, cookie),
+                *questionnaire,
             ]
             loads = {}
             for target in targets:
@@ -307,6 +363,12 @@ def check_targets(results: dict) -> dict:
             "<=",
         ),
     }
+    for page, report in results.get("lighthouse", {}).items():
+        if "error" in report:
+            continue
+        figures[f"lighthouse {page} performance"] = (report["performance"], 0.98, ">=")
+        figures[f"lighthouse {page} accessibility"] = (report["accessibility"], 1.0, ">=")
+        figures[f"lighthouse {page} best practices"] = (report["best-practices"], 1.0, ">=")
     if "load" in results:
         home = results["load"]["endpoints"]["home"]
         figures["home p95 ms"] = (home["p95_ms"], TARGETS["home_p95_ms"], "<=")
@@ -336,6 +398,19 @@ def print_table(results: dict) -> None:
                 f"{name:<10} {s['requests_per_second']:>8} {s['p50_ms']:>8} {s['p95_ms']:>8} "
                 f"{s['p99_ms']:>8} {s['errors']:>7} {s['vs_healthz']:>9}"
             )
+    if "lighthouse" in results:
+        print("\nLighthouse (mobile)")
+        print(
+            f"{'page':<10} {'perf':>5} {'a11y':>5} {'bp':>5} {'LCP ms':>7} {'TBT ms':>7} {'CLS':>6}"
+        )
+        for name, r in results["lighthouse"].items():
+            if "error" in r:
+                print(f"{name:<10} failed: {r['error'][:60]}")
+                continue
+            print(
+                f"{name:<10} {r['performance']:>5} {r['accessibility']:>5} "
+                f"{r['best-practices']:>5} {r['lcp_ms']:>7} {r['tbt_ms']:>7} {r['cls']:>6}"
+            )
     print("\nFirst load (HTML + CSS + JS)")
     print(f"{'page':<10} {'bytes':>9} {'gzip':>9}")
     for name, figures in results["first_load"].items():
@@ -354,7 +429,10 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=60, help="time limit per endpoint")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--skip-load", action="store_true", help="only the transferred bytes")
+    parser.add_argument("--skip-load", action="store_true", help="no HTTP load")
+    parser.add_argument(
+        "--no-lighthouse", dest="lighthouse", action="store_false", help="no Lighthouse runs"
+    )
     args = parser.parse_args()
     results = measure(args)
     RESULTS.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
