@@ -38,8 +38,10 @@ def _init_extensions(app: Flask) -> None:
     from patient_portal.pwa import views as pwa_views
     from patient_portal.questionnaires import loader as questionnaires_loader
     from patient_portal.questionnaires import models as questionnaires_models  # noqa: F401
+    from patient_portal.questionnaires import services as questionnaires_services
     from patient_portal.questionnaires import views as questionnaires_views
     from patient_portal.schedule import models as schedule_models  # noqa: F401
+    from patient_portal.schedule import services as schedule_services
     from patient_portal.schedule import views as schedule_views
     from patient_portal.staff import views as staff_views
 
@@ -67,3 +69,8 @@ def _init_extensions(app: Flask) -> None:
     app.register_blueprint(schedule_views.bp)
     app.register_blueprint(questionnaires_views.bp)
     app.register_blueprint(pwa_views.bp)
+    # Building a participant's year: visits first, then the questionnaires that hang on them.
+    app.extensions["participant_planners"] = [
+        schedule_services.plan_visits,
+        questionnaires_services.plan_assignments,
+    ]

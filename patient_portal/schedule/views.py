@@ -25,6 +25,7 @@ from flask_babel import gettext as _
 from flask_login import current_user
 
 from patient_portal import db as portal_db
+from patient_portal.accounts.services import plan_participant_year
 from patient_portal.accounts.auth import participant_of_visible_site, require
 from patient_portal.accounts.models import Participant
 from patient_portal.extensions import db, limiter
@@ -315,6 +316,8 @@ def staff_day0(study_id: str):
             moves = services.preview_day0_change(participant, new_day0)
             return _staff_page(participant, day0_preview=moves, day0_form=form, new_day0=new_day0)
         services.change_day0(participant, new_day0, form["reason"])
+        # Questionnaire windows follow the visits they belong to.
+        plan_participant_year(participant)
     except ScheduleError as error:
         db.session.rollback()
         return _staff_page(participant, 422, day0_error=error, day0_form=form)
@@ -358,6 +361,8 @@ def staff_status(study_id: str, code: str):
     visit = _visit_of(participant, code)
     try:
         services.mark_visit(visit, request.form.get("status", ""), request.form.get("reason"))
+        # A cancelled visit withdraws its questionnaires; undoing it brings them back.
+        plan_participant_year(participant)
     except ScheduleError as error:
         db.session.rollback()
         return _staff_visit_answer(participant, visit, error)

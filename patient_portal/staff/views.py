@@ -42,15 +42,7 @@ def staff_role_label(role: str) -> str:
 
 @bp.app_context_processor
 def labels() -> dict:
-    # Features add sections to the coordinator's participant page by appending template names.
-    return {
-        "participant_status_label": participant_status_label,
-        "staff_role_label": staff_role_label,
-        "staff_participant_sections": bp.participant_sections,
-    }
-
-
-bp.participant_sections = []
+    return {"participant_status_label": participant_status_label, "staff_role_label": staff_role_label}
 
 
 def qr_svg(url: str) -> Markup:
