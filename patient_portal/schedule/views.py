@@ -25,9 +25,9 @@ from flask_babel import gettext as _
 from flask_login import current_user
 
 from patient_portal import db as portal_db
-from patient_portal.accounts.services import plan_participant_year
 from patient_portal.accounts.auth import participant_of_visible_site, require
 from patient_portal.accounts.models import Participant
+from patient_portal.accounts.services import plan_participant_year
 from patient_portal.extensions import db, limiter
 from patient_portal.i18n import current_language, format_date, format_relative_days, format_time
 from patient_portal.protocol.services import Site, get_protocol
