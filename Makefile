@@ -8,6 +8,8 @@ PORT ?= 5000
 export FLASK_APP := wsgi.py
 
 VENDOR := static/vendor/htmx.min.js static/vendor/simplewebauthn-browser.umd.min.js
+# Pre-compressed copies that WhiteNoise serves to browsers sending Accept-Encoding: gzip.
+COMPRESSED := $(VENV)/.static-compressed
 
 .PHONY: run setup test lint translations bench clean
 
@@ -39,10 +41,15 @@ static/vendor/simplewebauthn-browser.umd.min.js: node_modules/.package-lock.json
 	mkdir -p static/vendor
 	cp node_modules/@simplewebauthn/browser/dist/bundle/index.umd.min.js $@
 
+$(COMPRESSED): $(VENDOR) $(shell find static -type f -not -name '*.gz' -not -name '*.br' -not -path 'static/vendor/*' ) | $(VENV)/.installed
+	find static -name '*.gz' -delete
+	$(BIN)/python -m whitenoise.compress --quiet --no-brotli static
+	touch $@
+
 translations/%/LC_MESSAGES/messages.mo: translations/%/LC_MESSAGES/messages.po $(VENV)/.installed
 	$(BIN)/pybabel compile -d translations -l $*
 
-setup: $(VENV)/.installed $(VENDOR) translations/fr/LC_MESSAGES/messages.mo
+setup: $(VENV)/.installed $(VENDOR) $(COMPRESSED) translations/fr/LC_MESSAGES/messages.mo
 	$(BIN)/flask db upgrade
 	$(BIN)/flask demo load
 
@@ -58,7 +65,7 @@ translations: $(VENV)/.installed
 	$(BIN)/pybabel update -i translations/messages.pot -d translations --no-fuzzy-matching --ignore-obsolete
 	$(BIN)/pybabel compile -d translations
 
-test: $(VENV)/.installed-test node_modules/.dev-installed $(VENDOR) translations/fr/LC_MESSAGES/messages.mo
+test: $(VENV)/.installed-test node_modules/.dev-installed $(VENDOR) $(COMPRESSED) translations/fr/LC_MESSAGES/messages.mo
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -134,3 +134,14 @@ def test_static_files_have_hashed_names_and_long_caching(client):
 def test_wsgi_module_only_builds_the_app():
     source = (Path(__file__).resolve().parent.parent / "wsgi.py").read_text()
     assert "app = create_app()" in source
+
+
+def test_static_files_are_served_compressed_to_browsers_that_accept_it(client):
+    import re
+
+    page = client.get("/").get_data(as_text=True)
+    css = re.search(r'href="(/static/css/portal\.[0-9a-f]{12}\.css)"', page).group(1)
+    response = client.get(css, headers={"Accept-Encoding": "gzip"})
+    assert response.headers.get("Content-Encoding") == "gzip"
+    assert "immutable" in response.headers["Cache-Control"]
+    response.close()
