@@ -1,6 +1,6 @@
 // Questionnaire pages: tap-on-line for 0–100 scales, and the offline banner with a resend.
 // CSP-safe (no inline script). The unsent answer is kept in memory only: never in
-// localStorage, IndexedDB or a cache, so no health data stays on a shared phone.
+// any kind of browser storage, so no health data stays on a shared phone.
 (function () {
   "use strict";
   if (window.careQuestionnaire) { return; }
