@@ -17,6 +17,7 @@ from flask_babel import get_locale, gettext
 from flask_login import current_user
 
 from patient_portal.extensions import babel
+from patient_portal.protocol.services import get_protocol
 
 LANGUAGES = ("fr", "en")
 LANGUAGE_COOKIE = "lang"
@@ -88,8 +89,6 @@ def format_relative_days(days: int, locale: str) -> str:
 
 def person_locale_and_zone(person) -> tuple[str, ZoneInfo]:
     """Formatting locale and wall-clock zone for a participant (their site) or staff (first site)."""
-    from patient_portal.protocol.services import get_protocol
-
     protocol = get_protocol()
     language = current_language()
     if person is not None and getattr(person, "is_authenticated", False):

@@ -12,6 +12,7 @@ from htmx_flask import make_response
 
 from patient_portal.accounts.models import AuthSession, Participant, StaffUser
 from patient_portal.extensions import db, login_manager
+from patient_portal.protocol.services import get_protocol
 
 
 def load_signed_in_owner(_request) -> Participant | StaffUser | None:
@@ -38,8 +39,6 @@ def answer_unauthenticated():
 
 def visible_site_codes(staff: StaffUser) -> list[str]:
     """The sites a staff member may see: every site for an admin, their own for a coordinator."""
-    from patient_portal.protocol.services import get_protocol
-
     if staff.is_admin:
         return list(get_protocol().sites)
     return staff.site_codes

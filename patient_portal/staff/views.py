@@ -42,7 +42,10 @@ def staff_role_label(role: str) -> str:
 
 @bp.app_context_processor
 def labels() -> dict:
-    return {"participant_status_label": participant_status_label, "staff_role_label": staff_role_label}
+    return {
+        "participant_status_label": participant_status_label,
+        "staff_role_label": staff_role_label,
+    }
 
 
 def qr_svg(url: str) -> Markup:
@@ -72,18 +75,28 @@ def _parse_day0(value: str) -> date | None:
     return day0
 
 
-@bp.get("/participants")
-@require("staff")
-def participants():
+def _participants_page(error: AccountError | None = None):
+    """The participants of the staff member's sites, with the enrolment form (and its error)."""
     sites = visible_site_codes(current_user)
     rows = db.session.scalars(
         sa.select(Participant)
         .where(Participant.site_code.in_(sites))
         .order_by(Participant.site_code, Participant.study_id)
     ).all()
-    return render_template(
-        "staff/participants.html", participants=rows, sites=sites, languages=LANGUAGES
+    page = render_template(
+        "staff/participants.html",
+        participants=rows,
+        sites=sites,
+        languages=LANGUAGES,
+        error=error.message if error else None,
     )
+    return page, error.status if error else 200
+
+
+@bp.get("/participants")
+@require("staff")
+def participants():
+    return _participants_page()
 
 
 @bp.post("/participants")
@@ -100,19 +113,7 @@ def enrol_participant():
         )
     except AccountError as error:
         db.session.rollback()
-        sites = visible_site_codes(current_user)
-        rows = db.session.scalars(
-            sa.select(Participant)
-            .where(Participant.site_code.in_(sites))
-            .order_by(Participant.study_id)
-        ).all()
-        return render_template(
-            "staff/participants.html",
-            participants=rows,
-            sites=sites,
-            languages=LANGUAGES,
-            error=error.message,
-        ), error.status
+        return _participants_page(error)
     db.session.commit()
     return _link_page(participant, raw)
 
@@ -157,13 +158,23 @@ def end_participant_sessions(study_id: str):
     return redirect(url_for("staff.participant", study_id=person.study_id), 303)
 
 
+def _team_page(error: AccountError | None = None):
+    """Every staff member, with the invitation form (and its error)."""
+    members = db.session.scalars(sa.select(StaffUser).order_by(StaffUser.name)).all()
+    page = render_template(
+        "staff/team.html",
+        members=members,
+        roles=STAFF_ROLES,
+        sites=list(get_protocol().sites),
+        error=error.message if error else None,
+    )
+    return page, error.status if error else 200
+
+
 @bp.get("/team")
 @require("admin")
 def team():
-    members = db.session.scalars(sa.select(StaffUser).order_by(StaffUser.name)).all()
-    return render_template(
-        "staff/team.html", members=members, roles=STAFF_ROLES, sites=list(get_protocol().sites)
-    )
+    return _team_page()
 
 
 @bp.post("/team")
@@ -179,14 +190,6 @@ def invite_staff():
         )
     except AccountError as error:
         db.session.rollback()
-        members = db.session.scalars(sa.select(StaffUser).order_by(StaffUser.name)).all()
-        page = render_template(
-            "staff/team.html",
-            members=members,
-            roles=STAFF_ROLES,
-            sites=list(get_protocol().sites),
-            error=error.message,
-        )
-        return page, error.status
+        return _team_page(error)
     db.session.commit()
     return _link_page(staff, raw)
