@@ -138,14 +138,17 @@ def enrol_participant(
     return participant, issue_enrolment_link(participant, issued_by)
 
 
-def plan_participant_year(participant: Participant) -> None:
+def plan_participant_year(participant: Participant) -> bool:
     """Let each installed feature build its part of the year (visits, questionnaires…).
 
     Features register a callable in app.extensions["participant_planners"]; accounts does not
-    import them, so the dependency points from the features to accounts only.
+    import them, so the dependency points from the features to accounts only. Planning is
+    idempotent; the result says whether anything was created or changed.
     """
-    for planner in current_app.extensions.get("participant_planners", []):
-        planner(participant)
+    changes = [
+        planner(participant) for planner in current_app.extensions.get("participant_planners", [])
+    ]
+    return any(changes)
 
 
 def create_staff(

@@ -39,8 +39,7 @@ from patient_portal.questionnaires.engine import (
 from patient_portal.questionnaires.instrument import Instrument, Item
 from patient_portal.questionnaires.loader import get_instrument
 from patient_portal.questionnaires.models import Alert, Assignment
-from patient_portal.schedule.services import plan_visits
-from patient_portal.schedule.views import register_home_section
+from patient_portal.schedule.views import ensure_year_planned, register_home_section
 
 bp = Blueprint("questionnaires", __name__)
 
@@ -254,16 +253,8 @@ def _item_context(
 # Participant pages
 
 
-def _ensure_planned(participant) -> None:
-    """Assignments follow the visits however these were planned or moved (enrolment, demo data,
-    a day 0 change); planning is idempotent and commits only when something changed."""
-    changed = bool(plan_visits(participant, actor="system"))
-    if services.plan_assignments(participant, actor="system") or changed:
-        db.session.commit()
-
-
 def _home_section(participant, now) -> dict:
-    _ensure_planned(participant)
+    # The home page has planned the participant's year before asking for its sections.
     return {"overview": services.participant_questionnaires(participant, now)}
 
 
@@ -284,7 +275,7 @@ def _questionnaire_helpers() -> dict:
 @bp.get("/questionnaires")
 @require("participant")
 def index():
-    _ensure_planned(current_user)
+    ensure_year_planned(current_user)
     overview = services.participant_questionnaires(current_user)
     return _render("questionnaires/index.html", overview=overview)
 
@@ -469,7 +460,7 @@ def done(assignment: Assignment):
 def staff_overview(study_id: str):
     """A participant's open questionnaires (for assisted entry) and submissions, with scores."""
     participant = participant_of_visible_site(study_id, current_user)
-    _ensure_planned(participant)
+    ensure_year_planned(participant)
     overview = services.participant_questionnaires(participant)
     site = get_protocol().site(participant.site_code)
     locale = site.formatting_locale(current_language())

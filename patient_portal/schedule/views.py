@@ -135,9 +135,10 @@ class Formatter:
         return format_relative_days(days, self.locale)
 
 
-def _ensure_planned(participant: Participant) -> None:
-    """Visits exist as soon as day 0 does, however day 0 was set (enrolment, demo data)."""
-    if services.plan_visits(participant, actor="system"):
+def ensure_year_planned(participant: Participant) -> None:
+    """Visits and questionnaires exist as soon as day 0 does, however day 0 was set; planning is
+    idempotent and this commits only when something changed."""
+    if plan_participant_year(participant):
         db.session.commit()
 
 
@@ -148,7 +149,7 @@ def _ensure_planned(participant: Participant) -> None:
 @require("participant")
 def home():
     participant: Participant = current_user
-    _ensure_planned(participant)
+    ensure_year_planned(participant)
     now = portal_db.utcnow()
     site = services.site_of(participant)
     entries = services.timeline(participant, now)
@@ -173,7 +174,7 @@ def home():
 @require("participant")
 def timeline():
     participant: Participant = current_user
-    _ensure_planned(participant)
+    ensure_year_planned(participant)
     site = services.site_of(participant)
     return render_template(
         "schedule/timeline.html",
@@ -301,7 +302,7 @@ def _staff_visit_answer(participant: Participant, visit: Visit, error: ScheduleE
 @require("staff")
 def staff_schedule(study_id: str):
     participant = participant_of_visible_site(study_id, current_user)
-    _ensure_planned(participant)
+    ensure_year_planned(participant)
     return _staff_page(participant)
 
 
