@@ -175,3 +175,27 @@ def test_offline_page_is_bilingual_and_holds_nothing_personal(
     assert "JGH-042" not in page
     assert "csrf" not in page.lower()
     assert "<script" not in page
+
+
+@pytest.mark.parametrize(
+    ("language", "heading", "iphone_note"),
+    [
+        ("fr", "Mettre le portail sur mon écran d’accueil", "Sur iPhone, les rappels"),
+        ("en", "Put the portal on my home screen", "On iPhone, reminders by notification"),
+    ],
+)
+def test_participant_settings_explain_installing_on_android_and_iphone(
+    client, make_participant, sign_in, language, heading, iphone_note
+):
+    sign_in(client, make_participant(language=language))
+    page = client.get("/settings").get_data(as_text=True)
+    assert heading in page
+    assert iphone_note in page
+    # The browser's own install prompt is offered only once pwa.js knows it is available.
+    assert re.search(r'<button[^>]*id="install-app"[^>]*hidden', page)
+
+
+def test_staff_settings_have_no_install_help(client, make_staff, sign_in):
+    sign_in(client, make_staff())
+    page = client.get("/settings").get_data(as_text=True)
+    assert "home screen" not in page and "install-app" not in page
