@@ -11,6 +11,7 @@ from factory.alchemy import SQLAlchemyModelFactory
 from flask.testing import FlaskClient
 
 from patient_portal.accounts.models import AuthSession, Participant, StaffSite, StaffUser
+from patient_portal.accounts.services import plan_participant_year
 from patient_portal.db import utcnow
 from patient_portal.extensions import db
 from patient_portal.security import SESSION_LIMITS, token_digest
@@ -32,6 +33,14 @@ class ParticipantFactory(_Base):
     language = "fr"
     day0 = factory.LazyFunction(lambda: date(2026, 12, 1))
     status = "active"
+
+    @factory.post_generation
+    def planned(self, create, extracted, **kwargs):
+        """Plan the year as enrolment does (visits, questionnaires...); planned=False skips it,
+        for tests of the planners themselves."""
+        if create and self.day0 is not None and extracted is not False:
+            plan_participant_year(self)
+            db.session.commit()
 
 
 class StaffFactory(_Base):

@@ -39,7 +39,7 @@ from patient_portal.questionnaires.engine import (
 from patient_portal.questionnaires.instrument import Instrument, Item
 from patient_portal.questionnaires.loader import get_instrument
 from patient_portal.questionnaires.models import Alert, Assignment
-from patient_portal.schedule.views import ensure_year_planned, register_home_section
+from patient_portal.schedule.views import register_home_section
 
 bp = Blueprint("questionnaires", __name__)
 
@@ -275,7 +275,6 @@ def _questionnaire_helpers() -> dict:
 @bp.get("/questionnaires")
 @require("participant")
 def index():
-    ensure_year_planned(current_user)
     overview = services.participant_questionnaires(current_user)
     return _render("questionnaires/index.html", overview=overview)
 
@@ -460,7 +459,6 @@ def done(assignment: Assignment):
 def staff_overview(study_id: str):
     """A participant's open questionnaires (for assisted entry) and submissions, with scores."""
     participant = participant_of_visible_site(study_id, current_user)
-    ensure_year_planned(participant)
     overview = services.participant_questionnaires(participant)
     site = get_protocol().site(participant.site_code)
     locale = site.formatting_locale(current_language())

@@ -135,13 +135,6 @@ class Formatter:
         return format_relative_days(days, self.locale)
 
 
-def ensure_year_planned(participant: Participant) -> None:
-    """Visits and questionnaires exist as soon as day 0 does, however day 0 was set; planning is
-    idempotent and this commits only when something changed."""
-    if plan_participant_year(participant):
-        db.session.commit()
-
-
 # --- Participant pages ----------------------------------------------------------------------
 
 
@@ -149,7 +142,6 @@ def ensure_year_planned(participant: Participant) -> None:
 @require("participant")
 def home():
     participant: Participant = current_user
-    ensure_year_planned(participant)
     now = portal_db.utcnow()
     site = services.site_of(participant)
     entries = services.timeline(participant, now)
@@ -174,7 +166,6 @@ def home():
 @require("participant")
 def timeline():
     participant: Participant = current_user
-    ensure_year_planned(participant)
     site = services.site_of(participant)
     return render_template(
         "schedule/timeline.html",
@@ -302,7 +293,6 @@ def _staff_visit_answer(participant: Participant, visit: Visit, error: ScheduleE
 @require("staff")
 def staff_schedule(study_id: str):
     participant = participant_of_visible_site(study_id, current_user)
-    ensure_year_planned(participant)
     return _staff_page(participant)
 
 
