@@ -108,7 +108,9 @@ def test_every_item_type_by_taps_on_a_phone(live_server, new_phone, make_partici
     _saved(page, words)
     page.get_by_role("button", name=words["face"]).tap()
     expect(page.get_by_role("button", name=words["face"])).to_have_attribute("aria-pressed", "true")
-    expect(page.get_by_role("button", name=words["hands"])).to_have_attribute("aria-pressed", "true")
+    expect(page.get_by_role("button", name=words["hands"])).to_have_attribute(
+        "aria-pressed", "true"
+    )
     assert_accessible(page)
     page.get_by_role("link", name=words["next"]).tap()
 
