@@ -40,6 +40,9 @@ def _init_extensions(app: Flask) -> None:
     from patient_portal.questionnaires import models as questionnaires_models  # noqa: F401
     from patient_portal.questionnaires import services as questionnaires_services
     from patient_portal.questionnaires import views as questionnaires_views
+    from patient_portal.reminders import cli as reminders_cli
+    from patient_portal.reminders import services as reminders_services
+    from patient_portal.reminders import views as reminders_views
     from patient_portal.schedule import models as schedule_models  # noqa: F401
     from patient_portal.schedule import services as schedule_services
     from patient_portal.schedule import views as schedule_views
@@ -69,8 +72,12 @@ def _init_extensions(app: Flask) -> None:
     app.register_blueprint(schedule_views.bp)
     app.register_blueprint(questionnaires_views.bp)
     app.register_blueprint(pwa_views.bp)
+    app.register_blueprint(reminders_views.bp)
+    reminders_cli.init_app(app)
     # Building a participant's year: visits first, then the questionnaires that hang on them.
     app.extensions["participant_planners"] = [
         schedule_services.plan_visits,
         questionnaires_services.plan_assignments,
+        # Reminders follow the visits and questionnaires just planned.
+        reminders_services.plan_reminders,
     ]

@@ -44,6 +44,58 @@ def _positive_int(value: str, name: str) -> int:
     return number
 
 
+def _hour(value: str, name: str) -> int:
+    if not value.isdigit() or not 0 <= int(value) <= 23:
+        raise ConfigError(f"{name} must be an hour from 0 to 23, not {value!r}")
+    return int(value)
+
+
+def _reminder_settings(env, origin: str) -> dict:
+    """Reminders: SMTP, Web Push (VAPID), the contact-details key and planning hours.
+
+    Keys left empty are generated once into instance/ (patient_portal.reminders.channels); with
+    several app servers, set them so that every server uses the same ones.
+    """
+    security = env.get("PORTAL_SMTP_SECURITY", "none")
+    if security not in ("none", "starttls", "ssl"):
+        raise ConfigError(f"PORTAL_SMTP_SECURITY must be none, starttls or ssl, not {security!r}")
+    https_origin = origin if origin.startswith("https://") else ""
+    subject = env.get("PORTAL_VAPID_SUBJECT") or https_origin or "mailto:reminders@localhost"
+    if not subject.startswith(("mailto:", "https://")):
+        raise ConfigError(
+            f"PORTAL_VAPID_SUBJECT must start with mailto: or https://, not {subject!r}"
+        )
+    return {
+        "PORTAL_SMTP_HOST": env.get("PORTAL_SMTP_HOST", ""),
+        "PORTAL_SMTP_PORT": _positive_int(env.get("PORTAL_SMTP_PORT", "25"), "PORTAL_SMTP_PORT"),
+        "PORTAL_SMTP_SECURITY": security,
+        "PORTAL_SMTP_USERNAME": env.get("PORTAL_SMTP_USERNAME", ""),
+        "PORTAL_SMTP_PASSWORD": env.get("PORTAL_SMTP_PASSWORD", ""),
+        "PORTAL_SMTP_TIMEOUT": _positive_int(
+            env.get("PORTAL_SMTP_TIMEOUT", "10"), "PORTAL_SMTP_TIMEOUT"
+        ),
+        "PORTAL_MAIL_FROM": env.get("PORTAL_MAIL_FROM", "CARE-SSc <no-reply@localhost>"),
+        "PORTAL_VAPID_PRIVATE_KEY": env.get("PORTAL_VAPID_PRIVATE_KEY", ""),
+        "PORTAL_VAPID_SUBJECT": subject,
+        "PORTAL_PUSH_TIMEOUT": _positive_int(
+            env.get("PORTAL_PUSH_TIMEOUT", "10"), "PORTAL_PUSH_TIMEOUT"
+        ),
+        "PORTAL_CONTACT_KEY": env.get("PORTAL_CONTACT_KEY", ""),
+        "PORTAL_REMINDER_HOUR": _hour(
+            env.get("PORTAL_REMINDER_HOUR", "18"), "PORTAL_REMINDER_HOUR"
+        ),
+        "PORTAL_REMINDER_MORNING_HOUR": _hour(
+            env.get("PORTAL_REMINDER_MORNING_HOUR", "8"), "PORTAL_REMINDER_MORNING_HOUR"
+        ),
+        "PORTAL_REMINDER_HORIZON_DAYS": _positive_int(
+            env.get("PORTAL_REMINDER_HORIZON_DAYS", "35"), "PORTAL_REMINDER_HORIZON_DAYS"
+        ),
+        "PORTAL_REMINDER_MAX_ATTEMPTS": _positive_int(
+            env.get("PORTAL_REMINDER_MAX_ATTEMPTS", "5"), "PORTAL_REMINDER_MAX_ATTEMPTS"
+        ),
+    }
+
+
 def load_settings(instance_path: Path, environ: dict[str, str] | None = None) -> dict:
     """Build the Flask configuration from the environment, refusing bad values by name."""
     env = os.environ if environ is None else environ
@@ -111,4 +163,5 @@ def load_settings(instance_path: Path, environ: dict[str, str] | None = None) ->
         "PORTAL_PROTOCOL_FILE": env.get("PORTAL_PROTOCOL_FILE", ""),
         "PORTAL_INSTRUMENTS_DIR": env.get("PORTAL_INSTRUMENTS_DIR", ""),
         "PORTAL_LOAD_DEMO": env.get("PORTAL_LOAD_DEMO", "") == "1",
+        **_reminder_settings(env, origin),
     }

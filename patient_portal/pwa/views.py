@@ -127,6 +127,7 @@ def service_worker():
         offline_pages={language: offline_url(language) for language in LANGUAGES},
         precache=[static_url(name) for name in OFFLINE_ASSETS],
         default_language=current_app.config["PORTAL_DEFAULT_LANGUAGE"],
+        icon=static_url("icons/icon-192.png"),
     )
     response = Response(body, mimetype="text/javascript")
     response.headers["Service-Worker-Allowed"] = "/"

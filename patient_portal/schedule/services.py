@@ -22,6 +22,7 @@ from flask_babel import gettext as _
 from patient_portal import audit
 from patient_portal import db as portal_db
 from patient_portal.accounts.models import Participant
+from patient_portal.accounts.services import plan_participant_year
 from patient_portal.extensions import db
 from patient_portal.protocol.services import Site, VisitDefinition, get_protocol
 from patient_portal.schedule.models import CalendarFeed, Visit
@@ -371,6 +372,8 @@ def set_appointment(
         reason=reason,
     )
     db.session.flush()
+    # What hangs on the appointment (its reminders) is re-planned by the registered planners.
+    plan_participant_year(visit.participant)
     return visit
 
 

@@ -9,6 +9,7 @@ const CACHE = PREFIX + {{ version|tojson }};
 const OFFLINE_PAGES = {{ offline_pages|tojson }};
 const PRECACHE = {{ precache|tojson }};
 const DEFAULT_LANGUAGE = {{ default_language|tojson }};
+const ICON = {{ icon|tojson }};
 // /static/<path>/<name>.<12 hex digits>.<extension>, as patient_portal.assets names them.
 const HASHED_STATIC = /^\/static\/(?:[\w.-]+\/)*[\w.-]+\.[0-9a-f]{12}\.[A-Za-z0-9]+$/;
 
@@ -100,4 +101,49 @@ function offlineLanguage() {
   }
   const browser = (self.navigator.language || "").slice(0, 2);
   return Object.hasOwn(OFFLINE_PAGES, browser) ? browser : DEFAULT_LANGUAGE;
+}
+
+// Reminders (patient_portal/reminders): the server sends a neutral text (when and where, never
+// anything about health) and the page it is about; the worker shows it and keeps nothing.
+self.addEventListener("push", (event) => {
+  let data = {};
+  try {
+    data = event.data ? event.data.json() : {};
+  } catch (error) {
+    data = {};
+  }
+  const title = typeof data.title === "string" && data.title ? data.title : "CARE-SSc";
+  event.waitUntil(
+    self.registration.showNotification(title, {
+      body: typeof data.body === "string" ? data.body : "",
+      tag: typeof data.tag === "string" ? data.tag : "care-ssc",
+      lang: typeof data.lang === "string" ? data.lang : "",
+      icon: ICON,
+      badge: ICON,
+      data: { url: portalPath(data.url) },
+    }),
+  );
+});
+
+self.addEventListener("notificationclick", (event) => {
+  event.notification.close();
+  const target = new URL(portalPath(event.notification.data && event.notification.data.url), self.location.origin).href;
+  event.waitUntil(
+    (async () => {
+      const windows = await self.clients.matchAll({ type: "window", includeUncontrolled: true });
+      const open = windows.find((client) => new URL(client.url).origin === self.location.origin);
+      if (open) {
+        // An open portal tab goes to the page; focusing it may be refused without a tap.
+        const shown = await open.navigate(target).catch(() => null);
+        await (shown || open).focus().catch(() => null);
+        return;
+      }
+      await self.clients.openWindow(target);
+    })(),
+  );
+});
+
+// Only a path on the portal may be opened from a notification.
+function portalPath(url) {
+  return typeof url === "string" && url.startsWith("/") && !url.startsWith("//") ? url : "/home";
 }

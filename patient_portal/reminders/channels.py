@@ -1,0 +1,300 @@
+"""How a reminder reaches the participant: Web Push (VAPID, RFC 8291/8292), e-mail (SMTP),
+the in-app banner, and a channel that does nothing, for the benchmark.
+
+A channel gets a composed `Message` (neutral text: when and where) and answers an `Outcome`;
+it never touches the database. Keys the configuration leaves empty are generated once into
+`instance/`: the VAPID key pair and the key that encrypts e-mail addresses at rest.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import smtplib
+import ssl
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.utils import make_msgid
+from pathlib import Path
+
+import requests
+from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from flask import Flask
+from py_vapid import Vapid02
+from pywebpush import WebPushException, webpush
+
+VAPID_FILE = "vapid_private_key.pem"
+CONTACT_KEY_FILE = "contact_key"
+# Push services keep a message at most this long when the phone is off; ours expire sooner.
+MAX_PUSH_TTL = 24 * 3600
+# Statuses a push service uses for "try again later".
+PUSH_RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504}
+
+
+@dataclass(frozen=True)
+class Message:
+    """What a reminder says, already in the participant's language."""
+
+    title: str
+    body: str
+    url: str  # a path on the portal, opened when the notification is tapped
+    tag: str  # one notification per subject on the phone: a newer one replaces the older
+    subject_line: str  # e-mail subject
+    text: str  # e-mail text part
+    html: str  # e-mail HTML part
+    language: str
+    ttl: int  # seconds a push service may keep it
+
+
+@dataclass
+class Target:
+    """Where to send: the phones' subscriptions, or the decrypted address."""
+
+    subscriptions: list = field(default_factory=list)  # PushSubscription rows
+    email: str | None = None
+
+
+@dataclass
+class Outcome:
+    """sent, retry (transient failure), failed (permanent) or gone (no subscription left)."""
+
+    status: str
+    detail: str | None = None
+    gone_subscription_ids: list[int] = field(default_factory=list)
+    reached_subscription_ids: list[int] = field(default_factory=list)
+
+
+# --- Keys -----------------------------------------------------------------------------------
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _instance_file(app: Flask, name: str, make: callable) -> bytes:
+    path = Path(app.instance_path) / name
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(make())
+        path.chmod(0o600)
+    return path.read_bytes()
+
+
+def vapid_key(app: Flask) -> ec.EllipticCurvePrivateKey:
+    """The VAPID private key: PORTAL_VAPID_PRIVATE_KEY (PEM or base64url), else instance/."""
+    cached = app.extensions.get("reminders_vapid_key")
+    if cached is not None:
+        return cached
+    configured = app.config.get("PORTAL_VAPID_PRIVATE_KEY", "").strip()
+    if configured and "BEGIN" not in configured:
+        key = Vapid02.from_string(configured).private_key
+    else:
+        pem = configured.encode() or _instance_file(
+            app,
+            VAPID_FILE,
+            lambda: ec.generate_private_key(ec.SECP256R1()).private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+        )
+        key = serialization.load_pem_private_key(pem, password=None)
+    app.extensions["reminders_vapid_key"] = key
+    return key
+
+
+def vapid_public_key(app: Flask) -> str:
+    """The application server key the browser subscribes with (uncompressed point, base64url)."""
+    point = (
+        vapid_key(app)
+        .public_key()
+        .public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    )
+    return _b64url(point)
+
+
+def contact_cipher(app: Flask) -> Fernet:
+    """Encrypts contact details at rest: PORTAL_CONTACT_KEY, else a key kept in instance/."""
+    cached = app.extensions.get("reminders_contact_cipher")
+    if cached is not None:
+        return cached
+    key = (
+        app.config.get("PORTAL_CONTACT_KEY", "").strip().encode()
+        or _instance_file(app, CONTACT_KEY_FILE, Fernet.generate_key).strip()
+    )
+    cipher = Fernet(key)
+    app.extensions["reminders_contact_cipher"] = cipher
+    return cipher
+
+
+def encrypt_contact(app: Flask, value: str) -> bytes:
+    return contact_cipher(app).encrypt(value.encode())
+
+
+def decrypt_contact(app: Flask, token: bytes | None) -> str | None:
+    """The clear address, or None when there is none or the key changed (logged by the caller)."""
+    if not token:
+        return None
+    try:
+        return contact_cipher(app).decrypt(bytes(token)).decode()
+    except InvalidToken:
+        return None
+
+
+# --- Channels -------------------------------------------------------------------------------
+
+
+class Channel:
+    name = ""
+
+    def send(self, message: Message, target: Target) -> Outcome:
+        raise NotImplementedError
+
+
+class PushChannel(Channel):
+    """Web Push with VAPID; the payload is encrypted for each subscription (aes128gcm)."""
+
+    name = "push"
+
+    def __init__(self, app: Flask):
+        self.vapid = Vapid02(vapid_key(app))
+        self.subject = app.config["PORTAL_VAPID_SUBJECT"]
+        self.timeout = app.config["PORTAL_PUSH_TIMEOUT"]
+        self.http = requests.Session()
+
+    def send(self, message: Message, target: Target) -> Outcome:
+        if not target.subscriptions:
+            return Outcome("gone", "no push subscription")
+        payload = json.dumps(
+            {
+                "title": message.title,
+                "body": message.body,
+                "url": message.url,
+                "tag": message.tag,
+                "lang": message.language,
+            },
+            ensure_ascii=False,
+        )
+        reached, gone, errors, transient = [], [], [], False
+        for subscription in target.subscriptions:
+            try:
+                webpush(
+                    {
+                        "endpoint": subscription.endpoint,
+                        "keys": {"p256dh": subscription.p256dh, "auth": subscription.auth},
+                    },
+                    data=payload,
+                    vapid_private_key=self.vapid,
+                    vapid_claims={"sub": self.subject},
+                    ttl=max(1, min(message.ttl, MAX_PUSH_TTL)),
+                    timeout=self.timeout,
+                    requests_session=self.http,
+                    headers={"Urgency": "normal", "Topic": message.tag[:32]},
+                )
+                reached.append(subscription.id)
+            except WebPushException as error:
+                status = error.status_code
+                if status in (404, 410):
+                    gone.append(subscription.id)
+                    errors.append(f"push service answered {status}: subscription removed")
+                else:
+                    transient = transient or status is None or status in PUSH_RETRY_STATUSES
+                    errors.append(f"push service answered {status or error.message[:80]}")
+            except (requests.RequestException, OSError) as error:
+                transient = True
+                errors.append(f"push service unreachable ({type(error).__name__})")
+        detail = "; ".join(errors) or None
+        if reached:
+            return Outcome("sent", detail, gone, reached)
+        if transient:
+            return Outcome("retry", detail, gone)
+        if len(gone) == len(target.subscriptions):
+            return Outcome("gone", detail, gone)
+        return Outcome("failed", detail, gone)
+
+
+class EmailChannel(Channel):
+    """Plain text and HTML, in the participant's language, over SMTP as configured."""
+
+    name = "email"
+
+    def __init__(self, app: Flask):
+        config = app.config
+        self.host = config["PORTAL_SMTP_HOST"]
+        self.port = config["PORTAL_SMTP_PORT"]
+        self.security = config["PORTAL_SMTP_SECURITY"]
+        self.username = config["PORTAL_SMTP_USERNAME"]
+        self.password = config["PORTAL_SMTP_PASSWORD"]
+        self.timeout = config["PORTAL_SMTP_TIMEOUT"]
+        self.sender = config["PORTAL_MAIL_FROM"]
+
+    def _connect(self) -> smtplib.SMTP:
+        if self.security == "ssl":
+            server = smtplib.SMTP_SSL(
+                self.host, self.port, timeout=self.timeout, context=ssl.create_default_context()
+            )
+        else:
+            server = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+            if self.security == "starttls":
+                server.starttls(context=ssl.create_default_context())
+        if self.username:
+            server.login(self.username, self.password)
+        return server
+
+    def send(self, message: Message, target: Target) -> Outcome:
+        if not self.host:
+            return Outcome("failed", "no SMTP server configured")
+        if not target.email:
+            return Outcome("failed", "no e-mail address")
+        mail = EmailMessage()
+        mail["Subject"] = message.subject_line
+        mail["From"] = self.sender
+        mail["To"] = target.email
+        mail["Message-ID"] = make_msgid(domain="care-ssc-portal")
+        mail["Content-Language"] = message.language
+        mail["Auto-Submitted"] = "auto-generated"
+        mail.set_content(message.text)
+        mail.add_alternative(message.html, subtype="html")
+        try:
+            with self._connect() as server:
+                server.send_message(mail)
+        except smtplib.SMTPRecipientsRefused as error:
+            codes = sorted({code for code, _text in error.recipients.values()})
+            return Outcome("failed", f"SMTP refused the recipient ({codes})")
+        except smtplib.SMTPResponseException as error:
+            # 4xx is "try later", 5xx is final.
+            status = "retry" if 400 <= error.smtp_code < 500 else "failed"
+            return Outcome(status, f"SMTP answered {error.smtp_code}")
+        except (smtplib.SMTPException, OSError) as error:
+            return Outcome("retry", f"SMTP server unreachable ({type(error).__name__})")
+        return Outcome("sent")
+
+
+class InAppChannel(Channel):
+    """The home-page banner: a sent in-app reminder is shown there until its moment passes."""
+
+    name = "inapp"
+
+    def send(self, message: Message, target: Target) -> Outcome:
+        return Outcome("sent")
+
+
+class NoopChannel(Channel):
+    """Accepts everything and sends nothing: the benchmark measures the dispatcher itself."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def send(self, message: Message, target: Target) -> Outcome:
+        return Outcome("sent")
+
+
+def build_channels(app: Flask) -> dict[str, Channel]:
+    """The real channels, configured from the app."""
+    return {"push": PushChannel(app), "email": EmailChannel(app), "inapp": InAppChannel()}
+
+
+def noop_channels() -> dict[str, Channel]:
+    return {name: NoopChannel(name) for name in ("push", "email", "inapp")}

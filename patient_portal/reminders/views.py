@@ -1,0 +1,214 @@
+"""The participant's reminder preferences, push subscription endpoints, test reminders, and the
+home-page banner.
+
+Load → authorise → act; one commit per request. Bad input answers 422 with the page (or, for
+the JSON endpoints that static/js/reminders.js calls, `{"error": ...}`) and nothing saved.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_babel import gettext as _
+from flask_login import current_user
+
+from patient_portal.accounts.auth import require
+from patient_portal.accounts.models import Participant
+from patient_portal.extensions import db, limiter
+from patient_portal.i18n import current_language, format_date, format_time
+from patient_portal.protocol.services import get_protocol
+from patient_portal.reminders import channels, services
+from patient_portal.reminders.models import CHANNELS, KINDS, Reminder
+from patient_portal.reminders.services import ReminderError
+from patient_portal.schedule.views import register_home_section
+
+bp = Blueprint("reminders", __name__)
+
+HOURS = list(range(24))
+
+
+def kind_label(kind: str) -> str:
+    return {
+        "infusion": _("Infusion days"),
+        "visit": _("Other study visits"),
+        "questionnaire": _("Questionnaires"),
+        "test": _("Test"),
+    }[kind]
+
+
+def channel_label(channel: str) -> str:
+    return {
+        "push": _("Notification on this phone"),
+        "email": _("E-mail"),
+        "inapp": _("Message on my home page"),
+    }[channel]
+
+
+def hour_label(hour: int) -> str:
+    site = get_protocol().site(current_user.site_code)
+    moment = services.local_moment(datetime(2026, 1, 5).date(), hour, site.zone)
+    return format_time(moment, site.formatting_locale(current_language()), site.zone)
+
+
+def when_label(reminder: Reminder) -> str:
+    site = get_protocol().site(current_user.site_code)
+    locale = site.formatting_locale(current_language())
+    return _(
+        "%(date)s at %(time)s",
+        date=format_date(reminder.due_at, locale, site.zone),
+        time=format_time(reminder.due_at, locale, site.zone),
+    )
+
+
+def _page(status: int = 200, errors: dict | None = None, form: dict | None = None, **extra):
+    participant: Participant = current_user
+    prefs = services.preferences_of(participant)
+    return render_template(
+        "reminders/preferences.html",
+        prefs=prefs,
+        kinds=KINDS,
+        channels=CHANNELS,
+        hours=HOURS,
+        hour_label=hour_label,
+        kind_label=kind_label,
+        channel_label=channel_label,
+        when_label=when_label,
+        upcoming=services.upcoming_reminders(participant),
+        usable=services.usable_channels(participant, prefs),
+        email=services.email_of(participant),
+        smtp=services.smtp_configured(),
+        subscriptions=services.subscriptions_of(participant),
+        vapid_public_key=channels.vapid_public_key(current_app._get_current_object()),
+        errors=errors or {},
+        form=form,
+        **extra,
+    ), status
+
+
+@bp.get("/reminders")
+@require("participant")
+def preferences():
+    return _page()
+
+
+@bp.post("/reminders/preferences")
+@require("participant")
+def save_preferences():
+    participant: Participant = current_user
+    chosen = {kind: request.form.getlist(f"channels-{kind}") for kind in KINDS}
+    try:
+        quiet = services.parse_quiet_hours(
+            request.form.get("quiet") == "on",
+            request.form.get("quiet_start"),
+            request.form.get("quiet_end"),
+        )
+        services.save_preferences(participant, chosen, quiet)
+    except ReminderError as error:
+        db.session.rollback()
+        return _page(422, errors={error.field: error.message}, form=request.form)
+    db.session.commit()
+    flash(_("Your reminder choices are saved."))
+    return redirect(url_for("reminders.preferences"), 303)
+
+
+@bp.post("/reminders/email")
+@require("participant")
+@limiter.limit("20/hour")
+def save_email():
+    participant: Participant = current_user
+    remove = request.form.get("remove") == "yes"
+    try:
+        changed = services.set_email(participant, "" if remove else request.form.get("email"))
+    except ReminderError as error:
+        db.session.rollback()
+        return _page(422, errors={error.field: error.message}, form=request.form)
+    db.session.commit()
+    if changed:
+        flash(
+            _("Your e-mail address is removed.") if remove else _("Your e-mail address is saved.")
+        )
+    return redirect(url_for("reminders.preferences") + "#email-heading", 303)
+
+
+@bp.post("/reminders/push/subscribe")
+@require("participant")
+@limiter.limit("30/hour")
+def push_subscribe():
+    try:
+        services.add_subscription(
+            current_user, request.get_json(silent=True), request.headers.get("User-Agent", "")
+        )
+    except ReminderError as error:
+        db.session.rollback()
+        return jsonify(error=error.message), 422
+    db.session.commit()
+    return jsonify(message=_("Notifications are on for this phone.")), 201
+
+
+@bp.post("/reminders/push/unsubscribe")
+@require("participant")
+def push_unsubscribe():
+    data = request.get_json(silent=True)
+    endpoint = data.get("endpoint") if isinstance(data, dict) else None
+    services.remove_subscription(current_user, endpoint)
+    db.session.commit()
+    return jsonify(message=_("Notifications are off for this phone."))
+
+
+@bp.post("/reminders/test/<channel>")
+@require("participant")
+@limiter.limit("10/hour")
+def send_test(channel: str):
+    if channel not in CHANNELS:
+        abort(404)
+    try:
+        outcome = services.send_test_reminder(
+            current_user, channel, services.Dispatcher(name=f"test:{current_user.study_id}")
+        )
+    except ReminderError as error:
+        db.session.rollback()
+        return _page(422, errors={"test": error.message})
+    if outcome.status == "sent":
+        message = {
+            "push": _("A test notification is on its way to your phone."),
+            "email": _("A test e-mail is on its way."),
+            "inapp": _("A test message is waiting on your home page."),
+        }[channel]
+        return _page(test_result=message)
+    return _page(
+        503,
+        errors={
+            "test": _(
+                "The test reminder could not be sent just now. It is logged and your study "
+                "team can see it; the portal will try again."
+            )
+        },
+    )
+
+
+# --- Home page ------------------------------------------------------------------------------
+
+
+def _home_banner(participant: Participant, now: datetime) -> dict | None:
+    reminders = services.banner_reminders(participant, now)
+    if not reminders:
+        return None
+    messages = []
+    for reminder in reminders:
+        visit = db.session.get(services.Visit, reminder.visit_id) if reminder.visit_id else None
+        messages.append(services.compose(reminder, participant, visit, now))
+    return {"messages": messages}
+
+
+register_home_section("reminders/_home_banner.html", _home_banner)
