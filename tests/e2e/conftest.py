@@ -115,3 +115,106 @@ def assert_no_horizontal_scroll(page: Page) -> None:
         "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
     )
     assert overflow <= 0, f"{page.url} scrolls sideways by {overflow}px"
+
+
+INTERACTIVE = (
+    "a[href], button, input:not([type=hidden]), select, textarea, summary,"
+    " [tabindex]:not([tabindex='-1'])"
+)
+
+
+def small_tap_targets(page: Page) -> list[str]:
+    """Visible interactive elements smaller than 44×44 CSS px (stiff fingers need room)."""
+    return page.evaluate(
+        """(selector) => Array.from(document.querySelectorAll(selector))
+            .filter((el) => !el.closest('[hidden], .skip-link'))
+            .map((el) => [el, el.getBoundingClientRect()])
+            .filter(([el, box]) => box.width > 0 && box.height > 0
+                    && el.checkVisibility({visibilityProperty: true}))
+            .filter(([el, box]) => box.width < 44 || box.height < 44)
+            // A checkbox or radio is toggled by its whole label too: the label is the target.
+            .filter(([el, box]) => !Array.from(el.labels || []).some((label) => {
+                const b = label.getBoundingClientRect();
+                return b.width >= 44 && b.height >= 44;
+            }))
+            .map(([el, box]) => `${el.tagName.toLowerCase()} "${(el.innerText || el.value ||
+                 el.getAttribute('aria-label') || '').trim().slice(0, 40)}"`
+                 + ` ${Math.round(box.width)}×${Math.round(box.height)}`)""",
+        INTERACTIVE,
+    )
+
+
+def horizontal_overflow_at_320_and_200_percent(page: Page) -> int:
+    """Sideways scrolling, in px, on a 320 px screen with text at 200 % (0 when it fits)."""
+    page.set_viewport_size({"width": 320, "height": 640})
+    page.add_style_tag(content="html { font-size: 200% !important; }")
+    return page.evaluate(
+        "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+
+
+def keyboard_gaps(page: Page, max_tabs: int = 400) -> list[str]:
+    """Tab from the top of the page: the visible interactive elements never reached, and
+    those reached without a visible focus indicator."""
+    page.evaluate("() => { document.activeElement && document.activeElement.blur(); }")
+    page.evaluate("() => window.scrollTo(0, 0)")
+    page.evaluate(
+        "() => document.querySelectorAll('[data-kbd]').forEach(e => e.removeAttribute('data-kbd'))"
+    )
+    invisible_focus: list[str] = []
+    previous = None
+    for _ in range(max_tabs):
+        page.keyboard.press("Tab")
+        state = page.evaluate(
+            """() => {
+                const el = document.activeElement;
+                if (!el || el === document.body) { return ['none', null]; }
+                const seen = el.getAttribute('data-kbd');
+                if (!seen) { el.setAttribute('data-kbd', String(Math.random())); }
+                const style = getComputedStyle(el);
+                const shown = (style.outlineStyle !== 'none' && parseFloat(style.outlineWidth) > 0)
+                              || style.boxShadow !== 'none';
+                const name = el.tagName.toLowerCase() + ' "' +
+                       (el.innerText || el.getAttribute('aria-label') || '').trim().slice(0, 40) + '"';
+                return [seen ? 'seen' : (shown ? 'ok' : name), el.getAttribute('data-kbd')];
+            }"""
+        )
+        kind, mark = state
+        # A date field takes several Tabs (day, month, year) on one element; coming back to an
+        # element met earlier means the cycle is complete.
+        if kind == "seen" and mark != previous:
+            break
+        if kind not in ("none", "ok", "seen"):
+            invisible_focus.append(f"no visible focus: {kind}")
+        previous = mark
+    unreached = page.evaluate(
+        """(selector) => Array.from(document.querySelectorAll(selector))
+            .filter((el) => !el.closest('[hidden]') && !el.hasAttribute('data-kbd'))
+            // A radio group is one Tab stop; the arrow keys move inside it.
+            .filter((el) => !(el.type === 'radio' && el.form && Array.from(
+                el.form.querySelectorAll('input[type=radio]')).some(
+                (other) => other.name === el.name && other.hasAttribute('data-kbd'))))
+            .filter((el) => { const b = el.getBoundingClientRect();
+                              // Inside a closed <details>, a control is not shown, so
+                              // not expected to be reached until the details is opened.
+                              return b.width > 0 && b.height > 0
+                                     && el.checkVisibility({visibilityProperty: true})
+                                     && !el.disabled; })
+            .map((el) => 'not reachable by Tab: ' + el.tagName.toLowerCase() + ' "' +
+                 (el.innerText || el.getAttribute('aria-label') || '').trim().slice(0, 40) + '"')""",
+        INTERACTIVE,
+    )
+    return invisible_focus + unreached
+
+
+def moving_elements(page: Page) -> list[str]:
+    """With prefers-reduced-motion: reduce, the elements that still animate or transition."""
+    page.emulate_media(reduced_motion="reduce")
+    return page.evaluate(
+        """() => Array.from(document.querySelectorAll('*')).filter((el) => {
+                const s = getComputedStyle(el);
+                const long = (v) => v.split(',').some((d) => parseFloat(d) > 0.01);
+                return (s.animationName !== 'none' && long(s.animationDuration))
+                       || long(s.transitionDuration) || s.scrollBehavior === 'smooth';
+            }).map((el) => el.tagName.toLowerCase() + '.' + el.className)"""
+    )
