@@ -230,3 +230,48 @@ def test_coordinator_and_admin_pages(live_server, new_phone, world, locale):
 def test_every_page_route_is_in_the_sweep(app):
     routes = {rule.rule for rule in app.url_map.iter_rules() if "GET" in rule.methods}
     assert routes - SWEPT_ROUTES - NOT_PAGES == set(), "a page is missing from the sweep"
+
+
+def _tab_to(page, name: str) -> None:
+    """Press Tab until the control named `name` has the focus (as a keyboard user would)."""
+    for _ in range(100):
+        page.keyboard.press("Tab")
+        focused = page.evaluate(
+            "() => (document.activeElement.innerText || '').trim()"
+            " || document.activeElement.getAttribute('aria-label') || ''"
+        )
+        if focused == name:
+            return
+    raise AssertionError(f"Tab never reached {name!r} on {page.url}")
+
+
+@pytest.mark.parametrize(
+    ("locale", "words"),
+    [
+        ("fr-CA", {"start": "Commencer", "next": "Suivant", "saved": "Enregistré"}),
+        ("en-CA", {"start": "Start", "next": "Next", "saved": "Saved"}),
+    ],
+)
+def test_a_questionnaire_answered_with_the_keyboard_alone(
+    live_server, new_phone, make_participant, locale, words
+):
+    participant = make_participant(language=LANGUAGE[locale], day0=date.today() - timedelta(days=1))
+    weekly = db.session.scalars(
+        sa.select(Assignment)
+        .where(Assignment.participant_id == participant.id, Assignment.series_code == "WEEKLY")
+        .order_by(Assignment.occurrence)
+    ).first()
+    page = _phone_with(new_phone, locale, live_server, open_session_for(participant))
+    page.goto(f"{live_server}/questionnaires/{weekly.id}")
+    _tab_to(page, words["start"])
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{live_server}/questionnaires/{weekly.id}/items/**")
+    first_item = page.url
+    _tab_to(page, "3")
+    page.keyboard.press("Enter")
+    page.locator("#save-status", has_text=words["saved"]).wait_for()
+    _tab_to(page, words["next"])
+    page.keyboard.press("Enter")
+    page.wait_for_url(lambda url: url != first_item)
+    db.session.expire_all()
+    assert [answer.value for answer in weekly.answers] == [3]
