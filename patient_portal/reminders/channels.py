@@ -46,6 +46,7 @@ class Message:
     html: str  # e-mail HTML part
     language: str
     ttl: int  # seconds a push service may keep it
+    reminder_id: int
 
 
 @dataclass
@@ -253,10 +254,11 @@ class EmailChannel(Channel):
         mail["From"] = self.sender
         mail["To"] = target.email
         mail["Message-ID"] = make_msgid(domain="care-ssc-portal")
-        mail["Content-Language"] = message.language
         mail["Auto-Submitted"] = "auto-generated"
         mail.set_content(message.text)
         mail.add_alternative(message.html, subtype="html")
+        # After the parts exist: set_content moves Content-* headers into the text part.
+        mail["Content-Language"] = message.language
         try:
             with self._connect() as server:
                 server.send_message(mail)

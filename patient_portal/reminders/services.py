@@ -812,12 +812,14 @@ def compose(
         title=title,
         body=body,
         url=path,
-        tag=f"care-ssc-{reminder.kind}",
+        # Infusion or not, the phone only ever sees "visit".
+        tag="care-ssc-visit" if reminder.kind == "infusion" else f"care-ssc-{reminder.kind}",
         subject_line=title,
         text=text,
         html=html,
         language=language,
         ttl=max(ttl, 60),
+        reminder_id=reminder.id,
     )
 
 
