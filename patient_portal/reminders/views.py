@@ -212,3 +212,28 @@ def _home_banner(participant: Participant, now: datetime) -> dict | None:
 
 
 register_home_section("reminders/_home_banner.html", _home_banner)
+
+
+# --- Coordinators ---------------------------------------------------------------------------
+
+
+def outcome_label(outcome: str) -> str:
+    return {
+        "sent": _("sent"),
+        "retry": _("failed, will be retried"),
+        "failed": _("failed"),
+        "gone": _("phone no longer reachable"),
+        "skipped": _("skipped, too late"),
+        "cancelled": _("cancelled, no longer needed"),
+    }[outcome]
+
+
+@bp.app_context_processor
+def _staff_helpers() -> dict:
+    # For staff/participant.html's reminder block (templates/reminders/_staff_log.html).
+    return {
+        "reminder_log_of": lambda participant: services.reminder_log(participant, limit=30),
+        "reminder_kind_label": kind_label,
+        "reminder_channel_label": channel_label,
+        "reminder_outcome_label": outcome_label,
+    }
