@@ -73,6 +73,7 @@ class ServerSession(CallbackDict, SessionMixin):
 
         super().__init__(initial or {}, on_update)
         self.record_id = record_id
+        self.record: AuthSession | None = None
         self.new_token: str | None = None
         self.ended = False
         self.modified = False
@@ -89,6 +90,9 @@ class ServerSessionInterface(SessionInterface):
         if record is None or not session_is_live(record, now):
             return ServerSession()
         session = ServerSession(dict(record.data), record_id=record.id)
+        # The identity map only holds weak references: keeping the row (and so its owner) alive
+        # for the request lets the sign-in check find both without querying them again.
+        session.record = record
         session.touched = now - record.last_seen_at >= LAST_SEEN_RESOLUTION
         return session
 

@@ -357,11 +357,15 @@ def answer(assignment: Assignment, item_id: str):
         )
         template = "questionnaires/_item.html" if _is_fragment() else "questionnaires/item.html"
         return _render(template, status=422, **context)
-    db.session.commit()
     answers = services.answers_of(assignment, instrument)
     if _is_fragment():
+        # Rendered before the commit, while the rows are still loaded (a commit expires them);
+        # a failed commit raises and this response is never sent, so "Saved" stays true.
         context = _item_context(assignment, instrument, item, answers, saved=True)
-        return _render("questionnaires/_item.html", **context)
+        response = _render("questionnaires/_item.html", **context)
+        db.session.commit()
+        return response
+    db.session.commit()
     if item.type in ONE_TAP_TYPES:
         following = (
             None if request.values.get("review") == "1" else next_item(instrument, answers, item.id)
