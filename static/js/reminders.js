@@ -46,13 +46,13 @@
     var enable = panel.querySelector(".push-enable");
     var disable = panel.querySelector(".push-disable");
     var on = panel.querySelector(".push-on");
+    var off = panel.querySelector(".push-off");
     var status = panel.querySelector(".push-status");
     var standalone = window.matchMedia("(display-mode: standalone)").matches || navigator.standalone === true;
 
     function show(subscribed) {
       on.hidden = !subscribed;
-      disable.hidden = !subscribed;
-      enable.hidden = subscribed;
+      off.hidden = subscribed;
     }
 
     if (isAppleMobile() && !standalone) {

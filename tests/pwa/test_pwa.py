@@ -120,9 +120,12 @@ def test_worker_caches_only_hashed_static_files_and_the_offline_pages(client):
     assert "HASHED_STATIC.test(url.pathname)" in source
     assert "skipWaiting()" in source and "clients.claim()" in source
     assert "caches.delete(name)" in source
-    # No inline code for the page's CSP to allow, and nothing pushed before it can be tested.
+    # No inline code for the page's CSP to allow.
     assert "importScripts" not in source and "eval(" not in source
-    assert 'addEventListener("push"' not in source
+    # The reminder handlers (tested in tests/e2e/test_reminders.py) show and open, and keep
+    # nothing: no cache, no storage, no request of their own.
+    reminders = source[source.index('addEventListener("push"') :]
+    assert not re.search(r"caches|cache\.|indexedDB|localStorage|fetch\(", reminders)
 
 
 def test_worker_pattern_recognises_only_content_hashed_static_urls(client):
