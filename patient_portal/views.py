@@ -42,9 +42,12 @@ def nav_links() -> list[tuple[str, str]]:
         return []
     if current_user.is_staff:
         candidates = [
-            ("staff.dashboard", _("Dashboard")),
+            ("workspace.dashboard", _("Dashboard")),
             ("staff.participants", _("Participants")),
+            ("workspace.exports_page", _("Exports")),
         ]
+        if current_user.is_admin:
+            candidates += [("staff.team", _("Study team")), ("workspace.audit_log", _("Audit log"))]
     else:
         candidates = [
             ("schedule.home", _("Home")),

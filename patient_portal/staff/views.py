@@ -1,4 +1,5 @@
-"""Coordinator pages: the participants of one's sites, enrolment, enrolment links, staff invitations.
+"""Coordinator pages: the participants of one's sites, enrolment, enrolment links, a participant's
+record and withdrawal; for admins, the study team (invitations, role and sites, deactivation).
 
 Every query is filtered by the sites the staff member may see; another site's participant is a 404.
 """
@@ -19,7 +20,13 @@ from patient_portal.accounts.auth import participant_of_visible_site, require, v
 from patient_portal.accounts.models import LANGUAGES, STAFF_ROLES, Participant, StaffUser
 from patient_portal.accounts.services import AccountError
 from patient_portal.extensions import db, limiter
+from patient_portal.i18n import current_language
 from patient_portal.protocol.services import get_protocol
+from patient_portal.questionnaires.loader import get_instruments
+from patient_portal.questionnaires.services import answers_of
+from patient_portal.questionnaires.views import display_value
+from patient_portal.workspace import services as workspace
+from patient_portal.workspace.services import WorkspaceError
 
 bp = Blueprint("staff", __name__, url_prefix="/staff")
 
@@ -118,13 +125,58 @@ def enrol_participant():
     return _link_page(participant, raw)
 
 
+def _participant_page(person: Participant, error: WorkspaceError | None = None):
+    """Everything about one participant: schedule and questionnaire states, answers and scores,
+    alerts, passkeys and sessions, withdrawal, and their audit history."""
+    page = render_template(
+        "staff/participant.html",
+        participant=person,
+        sessions=services.live_sessions(person),
+        assignments=workspace.participant_assignments(person),
+        submitted=workspace.submitted_answers(person),
+        alerts=workspace.participant_alerts(person),
+        history=workspace.participant_audit_history(person),
+        answer_rows=_answer_rows,
+        error=error.message if error else None,
+    )
+    return page, error.status if error else 200
+
+
+def _answer_rows(assignment) -> list[tuple[str, str]]:
+    """(question, answer as the participant read it) for a submitted questionnaire."""
+    instruments = get_instruments()
+    instrument = instruments.get(assignment.instrument_id)
+    language = current_language()
+    typed = answers_of(assignment, instrument) if instrument else {}
+    rows = []
+    for answer in assignment.answers:
+        if instrument is None or not instrument.has_item(answer.item_id):
+            rows.append((answer.item_id, str(answer.value)))
+            continue
+        item = instrument.item(answer.item_id)
+        value = typed.get(answer.item_id, answer.value)
+        rows.append((item.text.get(language), display_value(instrument, item, value, assignment)))
+    return rows
+
+
 @bp.get("/participants/<study_id>")
 @require("staff")
 def participant(study_id: str):
+    return _participant_page(participant_of_visible_site(study_id, current_user))
+
+
+@bp.post("/participants/<study_id>/withdraw")
+@require("staff")
+def withdraw(study_id: str):
+    """Withdraw the participant, with a reason: questionnaires close, reminders stop, data stays."""
     person = participant_of_visible_site(study_id, current_user)
-    return render_template(
-        "staff/participant.html", participant=person, sessions=services.live_sessions(person)
-    )
+    try:
+        workspace.withdraw_participant(person, current_user, request.form.get("reason", ""))
+    except WorkspaceError as error:
+        db.session.rollback()
+        return _participant_page(person, error)
+    db.session.commit()
+    return redirect(url_for("staff.participant", study_id=person.study_id), 303)
 
 
 @bp.post("/participants/<study_id>/enrolment-link")
@@ -193,3 +245,40 @@ def invite_staff():
         return _team_page(error)
     db.session.commit()
     return _link_page(staff, raw)
+
+
+def _member(staff_id: int) -> StaffUser:
+    member = db.session.get(StaffUser, staff_id)
+    if member is None:
+        abort(404)
+    return member
+
+
+@bp.post("/team/<int:staff_id>")
+@require("admin")
+def update_member(staff_id: int):
+    """Set a staff member's role and sites."""
+    member = _member(staff_id)
+    try:
+        workspace.update_staff(
+            member, request.form.get("role", ""), request.form.getlist("sites"), current_user
+        )
+    except WorkspaceError as error:
+        db.session.rollback()
+        return _team_page(AccountError(error.message, error.status))
+    db.session.commit()
+    return redirect(url_for("staff.team"), 303)
+
+
+@bp.post("/team/<int:staff_id>/active")
+@require("admin")
+def set_member_active(staff_id: int):
+    """Deactivate (signed out everywhere) or reactivate a staff account."""
+    member = _member(staff_id)
+    try:
+        workspace.set_staff_active(member, request.form.get("active") == "yes", current_user)
+    except WorkspaceError as error:
+        db.session.rollback()
+        return _team_page(AccountError(error.message, error.status))
+    db.session.commit()
+    return redirect(url_for("staff.team"), 303)

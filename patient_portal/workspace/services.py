@@ -1,0 +1,843 @@
+"""The coordinator's workspace: completion dashboard queries, filters and participant follow-up.
+
+The dashboard runs a fixed number of SQL statements whatever the number of participants: every
+count is a GROUP BY in the database and every list is limited. Assignment states (upcoming, open,
+completed, missed, withdrawn) are computed in SQL with the same rule as `Assignment.state`.
+Nothing here reads, stores or infers an allocation: every participant has the same schedule.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+import sqlalchemy as sa
+from flask import current_app
+from flask_babel import gettext as _
+
+from patient_portal import audit
+from patient_portal import db as db_module
+from patient_portal.accounts import services as account_services
+from patient_portal.accounts.auth import visible_site_codes
+from patient_portal.accounts.models import AuthSession, Participant, StaffUser
+from patient_portal.audit import AuditEvent
+from patient_portal.extensions import db
+from patient_portal.protocol.services import get_protocol
+from patient_portal.questionnaires.loader import get_instruments
+from patient_portal.questionnaires.models import Alert, Assignment, Submission
+from patient_portal.questionnaires.services import grace
+from patient_portal.reminders.models import Reminder
+from patient_portal.schedule.models import Visit
+
+# Dashboard states; "open" includes a questionnaire started and still finishable in the grace.
+STATES = ("upcoming", "open", "completed", "missed", "withdrawn")
+PAGE_SIZE = 50
+LIST_LIMIT = 50
+CLOSING_SOON = timedelta(hours=48)
+INACTIVE_AFTER = timedelta(days=14)
+MISSED_SHOWN_FOR = timedelta(days=30)
+CHART_DEFAULT_WEEKS = 26
+CHART_MAX_DAYS = 731
+MAX_PAGE = 100_000
+STUDY_ID_PATTERN = re.compile(r"^[A-Za-z0-9-]{1,20}$")
+WITHDRAWAL_REASON_MAX = 500
+
+
+class WorkspaceError(Exception):
+    """A refused request; `message` is translated for the person in front of the screen."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+# ---------------------------------------------------------------------------------------------
+# Filters
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What the dashboard shows; `sites` are the sites in scope after the site filter."""
+
+    sites: tuple[str, ...]
+    site: str | None = None
+    visit: str | None = None
+    instrument: str | None = None
+    state: str | None = None
+    study_id: str | None = None
+    page: int = 1
+    start: date | None = None
+    end: date | None = None
+
+    def query_args(self, **changes) -> dict[str, str]:
+        """The filters as URL arguments (for links that keep them), with some changed."""
+        values = {
+            "site": self.site,
+            "visit": self.visit,
+            "instrument": self.instrument,
+            "state": self.state,
+            "study_id": self.study_id,
+            "from": self.start.isoformat() if self.start else None,
+            "to": self.end.isoformat() if self.end else None,
+            "page": str(self.page) if self.page != 1 else None,
+        }
+        values.update(changes)
+        return {key: value for key, value in values.items() if value}
+
+
+def visit_keys() -> list[str]:
+    """Every visit with questionnaires, in protocol order, then the series (weekly check-in)."""
+    protocol = get_protocol()
+    return [v.code for v in protocol.visits if v.questionnaires] + [s.code for s in protocol.series]
+
+
+def parse_date(value: str, name: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise WorkspaceError(
+            _("“%(name)s” must be a date written year-month-day.", name=name)
+        ) from None
+
+
+def parse_date_range(args: Mapping[str, str]) -> tuple[date | None, date | None]:
+    """`from` and `to` as dates; a malformed or reversed range, or one too long, is refused."""
+    start = parse_date(args["from"], _("First day")) if args.get("from") else None
+    end = parse_date(args["to"], _("Last day")) if args.get("to") else None
+    if start and end:
+        if start > end:
+            raise WorkspaceError(_("The start of the period must be before its end."))
+        if (end - start).days > CHART_MAX_DAYS:
+            raise WorkspaceError(_("Please choose a period of at most two years."))
+    return start, end
+
+
+def parse_page(value: str | None) -> int:
+    if not value:
+        return 1
+    if not value.isdigit() or not 1 <= int(value) <= MAX_PAGE:
+        raise WorkspaceError(_("The page number is not valid."))
+    return int(value)
+
+
+def scoped_sites(staff: StaffUser, site: str | None) -> tuple[str, ...]:
+    """The sites a request may read: all the staff member's sites, or the one asked for.
+
+    An unknown site is a 400; a known site that is not theirs is a 404, as for any other record
+    of another site.
+    """
+    visible = tuple(visible_site_codes(staff))
+    if not site:
+        return visible
+    if site not in get_protocol().sites:
+        raise WorkspaceError(_("This site does not exist."))
+    if site not in visible:
+        raise WorkspaceError(_("Page not found"), 404)
+    return (site,)
+
+
+def parse_filters(args: Mapping[str, str], staff: StaffUser) -> Filters:
+    """The dashboard's filters from the query string; anything unknown is a translated 400."""
+    site = args.get("site") or None
+    visit = args.get("visit") or None
+    instrument = args.get("instrument") or None
+    state = args.get("state") or None
+    study_id = (args.get("study_id") or "").strip() or None
+    if visit is not None and visit not in visit_keys():
+        raise WorkspaceError(_("This visit does not exist."))
+    if instrument is not None and instrument not in get_instruments():
+        raise WorkspaceError(_("This questionnaire does not exist."))
+    if state is not None and state not in STATES:
+        raise WorkspaceError(_("This state does not exist."))
+    if study_id is not None and not STUDY_ID_PATTERN.match(study_id):
+        raise WorkspaceError(_("A study ID has only letters, digits and hyphens."))
+    start, end = parse_date_range(args)
+    return Filters(
+        sites=scoped_sites(staff, site),
+        site=site,
+        visit=visit,
+        instrument=instrument,
+        state=state,
+        study_id=study_id.upper() if study_id else None,
+        page=parse_page(args.get("page")),
+        start=start,
+        end=end,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# SQL building blocks
+
+
+def state_expression(now: datetime) -> sa.ColumnElement[str]:
+    """The assignment's state at `now`, in SQL, by the same rule as Assignment.state."""
+    return sa.case(
+        (Assignment.status == "completed", "completed"),
+        (Assignment.status == "withdrawn", "withdrawn"),
+        (Assignment.opens_at > now, "upcoming"),
+        (Assignment.closes_at > now, "open"),
+        (
+            sa.and_(Assignment.status == "in_progress", Assignment.closes_at > now - grace()),
+            "open",
+        ),
+        else_="missed",
+    )
+
+
+def visit_key_expression() -> sa.ColumnElement[str]:
+    """The visit code of a visit's questionnaire, or the series code of a series occurrence."""
+    return sa.func.coalesce(Visit.code, Assignment.series_code)
+
+
+def _assignments_in_scope(query: sa.Select, filters: Filters, now: datetime) -> sa.Select:
+    """Join an assignment query to its participant and visit, and apply the filters."""
+    query = query.join(Participant, Participant.id == Assignment.participant_id).outerjoin(
+        Visit, Visit.id == Assignment.visit_id
+    )
+    query = query.where(Participant.site_code.in_(filters.sites))
+    if filters.visit:
+        query = query.where(visit_key_expression() == filters.visit)
+    if filters.instrument:
+        query = query.where(Assignment.instrument_id == filters.instrument)
+    if filters.study_id:
+        query = query.where(Participant.study_id.startswith(filters.study_id, autoescape=True))
+    return query
+
+
+def _epoch_seconds(column) -> sa.ColumnElement:
+    """Seconds since 1970 of a stored (naive UTC) timestamp, on either engine."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        return sa.func.extract("epoch", column)
+    return sa.cast(sa.func.strftime("%s", column), sa.Integer)
+
+
+# ---------------------------------------------------------------------------------------------
+# Dashboard
+
+
+@dataclass
+class SummaryRow:
+    site: str
+    visit: str
+    instrument: str
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATES, 0))
+
+    @property
+    def expected(self) -> int:
+        """Questionnaires whose window has opened, not withdrawn."""
+        return self.counts["open"] + self.counts["completed"] + self.counts["missed"]
+
+    @property
+    def rate(self) -> float | None:
+        return self.counts["completed"] / self.expected if self.expected else None
+
+
+@dataclass
+class MatrixCell:
+    state: str
+    completed: int
+    total: int
+
+
+@dataclass
+class MatrixRow:
+    study_id: str
+    site: str
+    status: str
+    cells: dict[str, MatrixCell]
+
+
+@dataclass
+class FollowUp:
+    """A line of the follow-up list: who, what, since or until when."""
+
+    kind: str
+    study_id: str
+    site: str
+    when: datetime | None
+    visit: str | None = None
+    instrument: str | None = None
+    detail: str | None = None
+
+
+@dataclass
+class AlertLine:
+    alert: Alert
+    study_id: str
+    site: str
+    instrument_id: str | None
+
+
+@dataclass
+class ChartPoint:
+    week_start: date
+    completed: int
+    expected: int
+
+    @property
+    def rate(self) -> float | None:
+        return self.completed / self.expected if self.expected else None
+
+
+@dataclass
+class Dashboard:
+    filters: Filters
+    now: datetime
+    summary: list[SummaryRow]
+    matrix: list[MatrixRow]
+    matrix_total: int
+    closing_soon: list[FollowUp]
+    missed: list[FollowUp]
+    inactive: list[FollowUp]
+    inactive_total: int
+    failed_reminders: list[FollowUp]
+    alerts: list[AlertLine]
+    alerts_total: int
+    chart: list[ChartPoint]
+    chart_start: date
+    chart_end: date
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.matrix_total // PAGE_SIZE))
+
+
+def completion_summary(filters: Filters, now: datetime) -> list[SummaryRow]:
+    """Per site, visit and questionnaire: how many are upcoming, open, completed, missed, withdrawn."""
+    state = state_expression(now).label("state")
+    visit = visit_key_expression().label("visit")
+    query = _assignments_in_scope(
+        sa.select(Participant.site_code, visit, Assignment.instrument_id, state, sa.func.count()),
+        filters,
+        now,
+    ).group_by(Participant.site_code, visit, Assignment.instrument_id, state)
+    rows: dict[tuple[str, str, str], SummaryRow] = {}
+    for site, visit_code, instrument_id, state_name, count in db.session.execute(query):
+        key = (site, visit_code, instrument_id)
+        row = rows.setdefault(key, SummaryRow(site, visit_code, instrument_id))
+        row.counts[state_name] += count
+    order = {code: index for index, code in enumerate(visit_keys())}
+    result = sorted(rows.values(), key=lambda r: (r.site, order.get(r.visit, 99), r.instrument))
+    if filters.state:
+        result = [row for row in result if row.counts[filters.state]]
+    return result
+
+
+def _matrix_participants(filters: Filters, now: datetime) -> sa.Select:
+    query = sa.select(Participant.id).where(Participant.site_code.in_(filters.sites))
+    if filters.study_id:
+        query = query.where(Participant.study_id.startswith(filters.study_id, autoescape=True))
+    if filters.visit or filters.instrument or filters.state:
+        matching = _assignments_in_scope(sa.select(Assignment.participant_id), filters, now)
+        if filters.state:
+            matching = matching.where(state_expression(now) == filters.state)
+        query = query.where(Participant.id.in_(matching))
+    return query
+
+
+def _cell(counts: dict[str, int]) -> MatrixCell:
+    """One state for a visit's questionnaires: what needs attention first."""
+    total = sum(counts.values())
+    live = total - counts["withdrawn"]
+    for state in ("missed", "open", "upcoming"):
+        if counts[state]:
+            return MatrixCell(state, counts["completed"], live)
+    if counts["completed"]:
+        return MatrixCell("completed", counts["completed"], live)
+    return MatrixCell("withdrawn", 0, 0)
+
+
+def completion_matrix(filters: Filters, now: datetime) -> tuple[list[MatrixRow], int]:
+    """One page of participants by visit, each cell with its state; and the number of rows."""
+    matching = _matrix_participants(filters, now)
+    page = db.session.execute(
+        sa.select(
+            Participant.id,
+            Participant.study_id,
+            Participant.site_code,
+            Participant.status,
+            sa.func.count().over().label("total"),
+        )
+        .where(Participant.id.in_(matching))
+        .order_by(Participant.study_id)
+        .limit(PAGE_SIZE)
+        .offset((filters.page - 1) * PAGE_SIZE)
+    ).all()
+    if not page:
+        return [], 0
+    total = page[0].total
+    state = state_expression(now).label("state")
+    visit = visit_key_expression().label("visit")
+    cells_query = (
+        sa.select(Assignment.participant_id, visit, state, sa.func.count())
+        .outerjoin(Visit, Visit.id == Assignment.visit_id)
+        .where(Assignment.participant_id.in_([row.id for row in page]))
+        .group_by(Assignment.participant_id, visit, state)
+    )
+    if filters.instrument:
+        cells_query = cells_query.where(Assignment.instrument_id == filters.instrument)
+    counts: dict[tuple[int, str], dict[str, int]] = defaultdict(lambda: dict.fromkeys(STATES, 0))
+    for participant_id, visit_code, state_name, count in db.session.execute(cells_query):
+        counts[(participant_id, visit_code)][state_name] += count
+    rows = [
+        MatrixRow(
+            row.study_id,
+            row.site_code,
+            row.status,
+            {
+                code: _cell(counts[(row.id, code)])
+                for code in visit_keys()
+                if (row.id, code) in counts
+            },
+        )
+        for row in page
+    ]
+    return rows, total
+
+
+def _follow_up_query(filters: Filters, now: datetime, *columns) -> sa.Select:
+    return _assignments_in_scope(
+        sa.select(
+            Participant.study_id,
+            Participant.site_code,
+            visit_key_expression(),
+            Assignment.instrument_id,
+            *columns,
+        ),
+        filters,
+        now,
+    )
+
+
+def closing_soon(filters: Filters, now: datetime) -> list[FollowUp]:
+    """Open questionnaires that close within 48 hours, soonest first."""
+    query = (
+        _follow_up_query(filters, now, Assignment.closes_at)
+        .where(
+            Assignment.status.in_(("planned", "in_progress")),
+            Assignment.opens_at <= now,
+            Assignment.closes_at > now,
+            Assignment.closes_at <= now + CLOSING_SOON,
+        )
+        .order_by(Assignment.closes_at, Participant.study_id)
+        .limit(LIST_LIMIT)
+    )
+    return [
+        FollowUp("closing", study, site, closes, visit, instrument)
+        for study, site, visit, instrument, closes in db.session.execute(query)
+    ]
+
+
+def recently_missed(filters: Filters, now: datetime) -> list[FollowUp]:
+    """Questionnaires missed in the last 30 days by participants still in the study."""
+    state = state_expression(now)
+    query = (
+        _follow_up_query(filters, now, Assignment.closes_at)
+        .where(
+            state == "missed",
+            Participant.status != "withdrawn",
+            Assignment.closes_at >= now - MISSED_SHOWN_FOR,
+        )
+        .order_by(Assignment.closes_at.desc(), Participant.study_id)
+        .limit(LIST_LIMIT)
+    )
+    return [
+        FollowUp("missed", study, site, closes, visit, instrument)
+        for study, site, visit, instrument, closes in db.session.execute(query)
+    ]
+
+
+def inactive_participants(filters: Filters, now: datetime) -> tuple[list[FollowUp], int]:
+    """Participants in the study not seen on the portal for 14 days (or never), and how many."""
+    cutoff = now - INACTIVE_AFTER
+    last_seen = (
+        sa.select(sa.func.max(AuthSession.last_seen_at))
+        .where(AuthSession.participant_id == Participant.id)
+        .scalar_subquery()
+    )
+    query = (
+        sa.select(
+            Participant.study_id,
+            Participant.site_code,
+            last_seen.label("last_seen"),
+            sa.func.count().over().label("total"),
+        )
+        .where(
+            Participant.site_code.in_(filters.sites),
+            Participant.status.in_(("enrolled", "active")),
+            Participant.created_at < cutoff,
+            ~sa.exists().where(
+                AuthSession.participant_id == Participant.id, AuthSession.last_seen_at >= cutoff
+            ),
+        )
+        .order_by(Participant.study_id)
+        .limit(LIST_LIMIT)
+    )
+    if filters.study_id:
+        query = query.where(Participant.study_id.startswith(filters.study_id, autoescape=True))
+    rows = db.session.execute(query).all()
+    items = [FollowUp("inactive", r.study_id, r.site_code, r.last_seen) for r in rows]
+    return items, rows[0].total if rows else 0
+
+
+def unacknowledged_alerts(filters: Filters, limit: int = LIST_LIMIT) -> tuple[list[AlertLine], int]:
+    """Alerts no coordinator has acknowledged, oldest first, and how many there are."""
+    query = (
+        sa.select(
+            Alert,
+            Participant.study_id,
+            Participant.site_code,
+            Assignment.instrument_id,
+            sa.func.count().over().label("total"),
+        )
+        .join(Participant, Participant.id == Alert.participant_id)
+        .outerjoin(Assignment, Assignment.id == Alert.assignment_id)
+        .where(Alert.acknowledged_at.is_(None), Participant.site_code.in_(filters.sites))
+        .order_by(Alert.created_at, Alert.id)
+        .limit(limit)
+    )
+    if filters.study_id:
+        query = query.where(Participant.study_id.startswith(filters.study_id, autoescape=True))
+    rows = db.session.execute(query).all()
+    return [AlertLine(*row[:4]) for row in rows], rows[0].total if rows else 0
+
+
+def chart_period(filters: Filters, now: datetime) -> tuple[date, date]:
+    """The chart's weeks: the filter's period, or the last 26 weeks, starting on a Monday."""
+    end = filters.end or now.date()
+    start = filters.start or end - timedelta(weeks=CHART_DEFAULT_WEEKS)
+    start -= timedelta(days=start.weekday())
+    return start, end
+
+
+def completion_over_time(filters: Filters, now: datetime) -> list[ChartPoint]:
+    """Per week of closing: of the questionnaires whose window closed that week, how many were done."""
+    start, end = chart_period(filters, now)
+    start_at = datetime.combine(start, datetime.min.time(), tzinfo=now.tzinfo)
+    end_at = min(datetime.combine(end + timedelta(days=1), datetime.min.time(), now.tzinfo), now)
+    week = sa.cast(
+        sa.func.floor(
+            (_epoch_seconds(Assignment.closes_at) - int(start_at.timestamp())) / (7 * 86400.0)
+        ),
+        sa.Integer,
+    ).label("week")
+    query = _assignments_in_scope(
+        sa.select(
+            week,
+            sa.func.sum(sa.case((Assignment.status == "completed", 1), else_=0)),
+            sa.func.count(),
+        ),
+        filters,
+        now,
+    ).where(
+        Assignment.status != "withdrawn",
+        Assignment.closes_at >= start_at,
+        Assignment.closes_at < end_at,
+    )
+    totals = {
+        int(number): (int(done or 0), int(count))
+        for number, done, count in db.session.execute(query.group_by(week))
+    }
+    weeks = max(0, (end_at.date() - start).days + 6) // 7
+    return [ChartPoint(start + timedelta(weeks=n), *totals.get(n, (0, 0))) for n in range(weeks)]
+
+
+def failed_reminders(filters: Filters, now: datetime) -> list[FollowUp]:
+    """Reminders that could not be delivered in the last 14 days, most recent first."""
+    query = (
+        sa.select(
+            Participant.study_id, Participant.site_code, Reminder.updated_at, Reminder.channel
+        )
+        .join(Participant, Participant.id == Reminder.participant_id)
+        .where(
+            Reminder.status == "failed",
+            Reminder.updated_at >= now - INACTIVE_AFTER,
+            Participant.site_code.in_(filters.sites),
+            Participant.status != "withdrawn",
+        )
+        .order_by(Reminder.updated_at.desc())
+        .limit(LIST_LIMIT)
+    )
+    if filters.study_id:
+        query = query.where(Participant.study_id.startswith(filters.study_id, autoescape=True))
+    return [
+        FollowUp("failed_reminder", study, site, when, detail=channel)
+        for study, site, when, channel in db.session.execute(query)
+    ]
+
+
+def dashboard(filters: Filters, now: datetime | None = None) -> Dashboard:
+    """Everything the dashboard shows, in a fixed number of statements."""
+    now = now or db_module.utcnow()
+    matrix, matrix_total = completion_matrix(filters, now)
+    inactive, inactive_total = inactive_participants(filters, now)
+    alerts, alerts_total = unacknowledged_alerts(filters)
+    start, end = chart_period(filters, now)
+    return Dashboard(
+        filters=filters,
+        now=now,
+        summary=completion_summary(filters, now),
+        matrix=matrix,
+        matrix_total=matrix_total,
+        closing_soon=closing_soon(filters, now),
+        missed=recently_missed(filters, now),
+        inactive=inactive,
+        inactive_total=inactive_total,
+        failed_reminders=failed_reminders(filters, now),
+        alerts=alerts,
+        alerts_total=alerts_total,
+        chart=completion_over_time(filters, now),
+        chart_start=start,
+        chart_end=end,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# One participant
+
+
+def participant_assignments(participant: Participant, now: datetime | None = None) -> list[dict]:
+    """The participant's questionnaires (not the weekly ones still to come), with their state."""
+    now = now or db_module.utcnow()
+    state = state_expression(now).label("state")
+    rows = db.session.execute(
+        sa.select(Assignment, visit_key_expression().label("visit"), state)
+        .outerjoin(Visit, Visit.id == Assignment.visit_id)
+        .where(Assignment.participant_id == participant.id)
+        .where(sa.or_(Assignment.visit_id.is_not(None), Assignment.opens_at <= now))
+        .order_by(Assignment.opens_at, Assignment.id)
+    ).all()
+    return [{"assignment": a, "visit": v, "state": s} for a, v, s in rows]
+
+
+def submitted_answers(participant: Participant) -> list[Assignment]:
+    """Submitted questionnaires with their answers, most recent first."""
+    return list(
+        db.session.scalars(
+            sa.select(Assignment)
+            .join(Submission, Submission.assignment_id == Assignment.id)
+            .where(Assignment.participant_id == participant.id)
+            .order_by(Submission.submitted_at.desc(), Assignment.id.desc())
+            .options(sa.orm.selectinload(Assignment.answers))
+        )
+    )
+
+
+def participant_alerts(participant: Participant) -> list[Alert]:
+    """All of the participant's alerts, unacknowledged first, then the most recent."""
+    return list(
+        db.session.scalars(
+            sa.select(Alert)
+            .where(Alert.participant_id == participant.id)
+            .order_by(Alert.acknowledged_at.is_not(None), Alert.created_at.desc(), Alert.id)
+        )
+    )
+
+
+def participant_audit_history(participant: Participant, limit: int = 200) -> list[AuditEvent]:
+    """The audit events about this participant and their records, newest first."""
+    as_text = sa.String(60)
+    own = [
+        (
+            "assignment",
+            sa.select(sa.cast(Assignment.id, as_text)).where(
+                Assignment.participant_id == participant.id
+            ),
+        ),
+        (
+            "visit",
+            sa.select(sa.cast(Visit.id, as_text)).where(Visit.participant_id == participant.id),
+        ),
+        (
+            "alert",
+            sa.select(sa.cast(Alert.id, as_text)).where(Alert.participant_id == participant.id),
+        ),
+    ]
+    conditions = [
+        sa.and_(
+            AuditEvent.entity == "participant",
+            AuditEvent.entity_id.in_(
+                [participant.study_id, str(participant.id), participant.audit_name]
+            ),
+        ),
+        AuditEvent.actor == participant.audit_name,
+        *[
+            sa.and_(AuditEvent.entity == entity, AuditEvent.entity_id.in_(ids))
+            for entity, ids in own
+        ],
+    ]
+    return list(
+        db.session.scalars(
+            sa.select(AuditEvent)
+            .where(sa.or_(*conditions))
+            .order_by(AuditEvent.id.desc())
+            .limit(limit)
+        )
+    )
+
+
+def withdraw_participant(participant: Participant, staff: StaffUser, reason: str) -> int:
+    """Withdraw a participant: questionnaires not done are closed, reminders stop, data stays.
+
+    The participant is signed out and unused enrolment links stop. Features that act for a
+    participant (reminders) register a callable in app.extensions["withdrawal_hooks"].
+    Returns how many questionnaires were closed.
+    """
+    reason = (reason or "").strip()
+    if not reason:
+        raise WorkspaceError(_("Please give the reason for the withdrawal."), 422)
+    if len(reason) > WITHDRAWAL_REASON_MAX:
+        raise WorkspaceError(_("Please give a reason of at most 500 characters."), 422)
+    if participant.status == "withdrawn":
+        raise WorkspaceError(_("This participant has already withdrawn."), 409)
+    before = participant.status
+    participant.status = "withdrawn"
+    closed = db.session.execute(
+        sa.update(Assignment)
+        .where(
+            Assignment.participant_id == participant.id,
+            Assignment.status.in_(("planned", "in_progress")),
+        )
+        .values(status="withdrawn")
+        .execution_options(synchronize_session="fetch")
+    ).rowcount
+    account_services.end_all_sessions(participant, reason="participant withdrawn")
+    account_services.revoke_enrolment_links(participant)
+    db.session.flush()
+    audit.record(
+        "participant.withdrawn",
+        "participant",
+        participant.study_id,
+        before={"status": before},
+        after={"status": "withdrawn", "questionnaires_closed": closed},
+        reason=reason,
+        actor=staff.audit_name,
+    )
+    for hook in current_app.extensions.get("withdrawal_hooks", []):
+        hook(participant)
+    return closed
+
+
+# ---------------------------------------------------------------------------------------------
+# Staff administration and the audit log
+
+
+def update_staff(member: StaffUser, role: str, site_codes: list[str], by: StaffUser) -> bool:
+    """Set a staff member's role and sites, audited; False when nothing changed."""
+    from patient_portal.accounts.models import STAFF_ROLES, StaffSite
+
+    if role not in STAFF_ROLES:
+        raise WorkspaceError(_("Please choose a role."), 422)
+    unknown = [code for code in site_codes if code not in get_protocol().sites]
+    if unknown or (role == "coordinator" and not site_codes):
+        raise WorkspaceError(_("Please choose at least one known site."), 422)
+    if member.id == by.id and role != "admin":
+        raise WorkspaceError(_("You cannot remove your own administrator role."), 409)
+    sites = sorted(set(site_codes))
+    before = {"role": member.role, "sites": member.site_codes}
+    if before == {"role": role, "sites": sites}:
+        return False
+    member.role = role
+    member.site_links = [StaffSite(site_code=code) for code in sites]
+    db.session.flush()
+    audit.record(
+        "staff.updated",
+        "staff",
+        member.email,
+        before=before,
+        after={"role": role, "sites": sites},
+        actor=by.audit_name,
+    )
+    return True
+
+
+def set_staff_active(member: StaffUser, active: bool, by: StaffUser) -> bool:
+    """Deactivate (signed out everywhere, links stopped) or reactivate a staff account, audited."""
+    if member.id == by.id:
+        raise WorkspaceError(_("You cannot deactivate your own account."), 409)
+    if member.active == active:
+        return False
+    member.active = active
+    if not active:
+        account_services.end_all_sessions(member, reason="account deactivated")
+        account_services.revoke_enrolment_links(member)
+    db.session.flush()
+    audit.record(
+        "staff.activated" if active else "staff.deactivated",
+        "staff",
+        member.email,
+        before={"active": not active},
+        after={"active": active},
+        actor=by.audit_name,
+    )
+    return True
+
+
+@dataclass(frozen=True)
+class AuditFilters:
+    actor: str | None = None
+    action: str | None = None
+    entity: str | None = None
+    start: date | None = None
+    end: date | None = None
+    page: int = 1
+
+    def query_args(self, **changes) -> dict[str, str]:
+        values = {
+            "actor": self.actor,
+            "action": self.action,
+            "entity": self.entity,
+            "from": self.start.isoformat() if self.start else None,
+            "to": self.end.isoformat() if self.end else None,
+            "page": str(self.page) if self.page != 1 else None,
+        }
+        values.update(changes)
+        return {key: value for key, value in values.items() if value}
+
+
+AUDIT_TEXT = re.compile(r"^[\w.@:+\- ]{1,120}$")
+
+
+def parse_audit_filters(args: Mapping[str, str]) -> AuditFilters:
+    """The audit viewer's filters; anything malformed is a translated 400."""
+    values = {}
+    for name in ("actor", "action", "entity"):
+        value = (args.get(name) or "").strip()
+        if value and not AUDIT_TEXT.match(value):
+            raise WorkspaceError(_("Please search with letters, digits and . @ : - _ only."))
+        values[name] = value or None
+    start, end = parse_date_range(args)
+    return AuditFilters(**values, start=start, end=end, page=parse_page(args.get("page")))
+
+
+def audit_events(filters: AuditFilters) -> tuple[list[AuditEvent], bool]:
+    """One page of audit events, newest first, and whether there is a next page."""
+    query = sa.select(AuditEvent)
+    if filters.actor:
+        query = query.where(AuditEvent.actor.contains(filters.actor, autoescape=True))
+    if filters.action:
+        query = query.where(AuditEvent.action.startswith(filters.action, autoescape=True))
+    if filters.entity:
+        query = query.where(AuditEvent.entity == filters.entity)
+    if filters.start:
+        query = query.where(
+            AuditEvent.at
+            >= datetime.combine(filters.start, datetime.min.time(), db_module.utcnow().tzinfo)
+        )
+    if filters.end:
+        query = query.where(
+            AuditEvent.at
+            < datetime.combine(
+                filters.end + timedelta(days=1), datetime.min.time(), db_module.utcnow().tzinfo
+            )
+        )
+    rows = db.session.scalars(
+        query.order_by(AuditEvent.id.desc())
+        .limit(PAGE_SIZE + 1)
+        .offset((filters.page - 1) * PAGE_SIZE)
+    ).all()
+    return list(rows[:PAGE_SIZE]), len(rows) > PAGE_SIZE
