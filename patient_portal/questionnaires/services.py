@@ -15,6 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
 
 from patient_portal import audit
 from patient_portal import db as db_module
@@ -273,6 +274,8 @@ def participant_questionnaires(participant: Participant, now: datetime | None = 
         .where(Assignment.status != "withdrawn")
         .where(Assignment.opens_at <= now + DUE_SOON)
         .order_by(Assignment.closes_at, Assignment.id)
+        # One query for the submissions, not one per questionnaire done (the list grows weekly).
+        .options(selectinload(Assignment.submission))
     ).all()
     for assignment in assignments:
         state = state_of(assignment, now)
