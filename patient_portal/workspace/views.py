@@ -150,8 +150,12 @@ def dashboard():
         "instruments": sorted(get_instruments()),
         "sites": services.scoped_sites(current_user, None),
     }
-    template = "workspace/_results.html" if _is_fragment() else "workspace/dashboard.html"
-    return _vary(make_response(render_template(template, **context)))
+    if not _is_fragment():
+        return _vary(make_response(render_template("workspace/dashboard.html", **context)))
+    response = make_response(render_template("workspace/_results.html", **context))
+    # The address bar gets the filters in use only, not the form's empty fields.
+    response.headers["HX-Push-Url"] = url_for("workspace.dashboard", **filters.query_args())
+    return _vary(response)
 
 
 @bp.post("/alerts/<int:alert_id>/acknowledge")
@@ -214,10 +218,12 @@ def audit_log():
     except WorkspaceError as error:
         return _refused(error)
     events, more = services.audit_events(filters)
-    template = "workspace/_audit_results.html" if _is_fragment() else "workspace/audit.html"
-    return _vary(
-        make_response(render_template(template, events=events, more=more, filters=filters))
-    )
+    context = {"events": events, "more": more, "filters": filters}
+    if not _is_fragment():
+        return _vary(make_response(render_template("workspace/audit.html", **context)))
+    response = make_response(render_template("workspace/_audit_results.html", **context))
+    response.headers["HX-Push-Url"] = url_for("workspace.audit_log", **filters.query_args())
+    return _vary(response)
 
 
 def init_app(app: Flask) -> None:

@@ -66,6 +66,7 @@ def test_filters_narrow_the_results_and_the_fragment_is_only_the_results(signed_
     assert fragment.status_code == 200
     body = _text(fragment)
     assert "<html" not in body and 'id="filters"' not in body
+    assert fragment.headers["HX-Push-Url"] == "/staff/dashboard?study_id=JGH-001"
     assert "1 participant matches these filters." in body
 
 
