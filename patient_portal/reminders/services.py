@@ -24,13 +24,13 @@ import re
 import secrets
 import socket
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from flask import current_app, render_template
+from flask import current_app
 from flask_babel import force_locale
 from flask_babel import gettext as _
 
@@ -731,7 +731,12 @@ def failed_reminders(
 
 def _path(endpoint: str, **values) -> str:
     """A path on the portal, inside or outside a request (the dispatcher has none)."""
-    return current_app.url_map.bind("localhost").build(endpoint, values)
+    adapter = current_app.extensions.get("reminders_url_adapter")
+    if adapter is None:
+        adapter = current_app.extensions["reminders_url_adapter"] = current_app.url_map.bind(
+            "localhost"
+        )
+    return adapter.build(endpoint, values)
 
 
 def _label(subject: str) -> str:
@@ -739,7 +744,11 @@ def _label(subject: str) -> str:
 
 
 def compose(
-    reminder: Reminder, participant: Participant, visit: Visit | None, now: datetime
+    reminder: Reminder,
+    participant: Participant,
+    visit: Visit | None,
+    now: datetime,
+    email: bool | None = None,
 ) -> Message:
     """The reminder's text in the participant's language: when and where, nothing else.
 
@@ -790,37 +799,64 @@ def compose(
             title = _("CARE-SSc test reminder")
             body = _("Reminders from the CARE-SSc study portal will reach you here.")
             path = _path("reminders.preferences")
-        origin = current_app.config["PORTAL_ORIGIN"]
-        settings_url = origin + _path("reminders.preferences")
-        context = {
-            "title": title,
-            "body": body,
-            "link": origin + path,
-            "settings_url": settings_url,
-        }
-        text = html = ""
-        if reminder.channel == "email":
-            footer = _(
-                "You receive this e-mail because you asked for reminders from the CARE-SSc "
-                "study portal. To stop them, change your reminder settings: %(url)s",
-                url=settings_url,
-            )
-            text = f"{title}\n\n{body}\n\n{context['link']}\n\n-- \n{footer}\n"
-            html = render_template("reminders/email.html", **context, language=language)
     ttl = int((reminder.expires_at - now).total_seconds())
-    return Message(
+    message = Message(
         title=title,
         body=body,
         url=path,
         # Infusion or not, the phone only ever sees "visit".
         tag="care-ssc-visit" if reminder.kind == "infusion" else f"care-ssc-{reminder.kind}",
         subject_line=title,
-        text=text,
-        html=html,
+        text="",
+        html="",
         language=language,
         ttl=max(ttl, 60),
         reminder_id=reminder.id,
     )
+    if email if email is not None else reminder.channel == "email":
+        return with_email_parts(message)
+    return message
+
+
+def _email_texts(language: str) -> dict[str, str]:
+    """The e-mail's fixed words in one language, translated once per app and language."""
+    cache = current_app.extensions.setdefault("reminders_email_texts", {})
+    if language not in cache:
+        with force_locale(language):
+            cache[language] = {
+                "open": _("Open the CARE-SSc study portal"),
+                "why": _(
+                    "You receive this e-mail because you asked for reminders from the "
+                    "CARE-SSc study portal."
+                ),
+                "change": _("Change my reminder settings"),
+                "footer": _(
+                    "You receive this e-mail because you asked for reminders from the CARE-SSc "
+                    "study portal. To stop them, change your reminder settings: %(url)s",
+                    url="{url}",
+                ),
+            }
+    return cache[language]
+
+
+def with_email_parts(message: Message) -> Message:
+    """The message with its e-mail text and HTML parts, in its language."""
+    origin = current_app.config["PORTAL_ORIGIN"]
+    settings_url = origin + _path("reminders.preferences")
+    link = origin + message.url
+    texts = _email_texts(message.language)
+    footer = texts["footer"].replace("{url}", settings_url)
+    # The template alone, without the page context processors: it needs none of them.
+    html = current_app.jinja_env.get_template("reminders/email.html").render(
+        title=message.title,
+        body=message.body,
+        link=link,
+        settings_url=settings_url,
+        language=message.language,
+        texts=texts,
+    )
+    text = f"{message.title}\n\n{message.body}\n\n{link}\n\n-- \n{footer}\n"
+    return replace(message, text=text, html=html)
 
 
 # --- Dispatch -------------------------------------------------------------------------------
@@ -986,6 +1022,7 @@ class Dispatcher:
             ):
                 subscriptions[sub.participant_id].append(sub)
         jobs = []
+        composed: dict[tuple, Message] = {}
         for reminder, participant in rows:
             job = _Job(reminder, participant, visits.get(reminder.visit_id))
             jobs.append(job)
@@ -1030,7 +1067,13 @@ class Dispatcher:
                 if job.target.email is None:
                     job.decision, job.detail = "cancelled", "no e-mail address"
                     continue
-            job.message = compose(reminder, participant, job.visit, now)
+            # A subject reads the same on every channel: composed once per batch.
+            key = (participant.id, reminder.subject, reminder.kind)
+            if key not in composed:
+                composed[key] = compose(reminder, participant, job.visit, now, email=False)
+            job.message = replace(composed[key], reminder_id=reminder.id)
+            if reminder.channel == "email":
+                job.message = with_email_parts(job.message)
         # Detached, they keep what was loaded while the channels work outside any transaction.
         for job in jobs:
             db.session.expunge(job.reminder)
@@ -1094,14 +1137,20 @@ class Dispatcher:
         for values in updates:
             if values.get("last_error"):
                 values["last_error"] = values["last_error"][:300]
-        # Grouped by the columns they set, each group one executemany.
-        by_shape: dict[tuple, list[dict]] = defaultdict(list)
+        # Rows given the same values (most often: sent, now) are updated by one statement.
+        by_values: dict[tuple, list[int]] = defaultdict(list)
         for values in updates:
-            by_shape[tuple(sorted(values))].append(values)
-        for group in by_shape.values():
-            db.session.execute(sa.update(Reminder), group)
+            row_id = values.pop("id")
+            by_values[tuple(sorted(values.items()))].append(row_id)
+        for values, ids in by_values.items():
+            db.session.execute(
+                sa.update(Reminder)
+                .where(Reminder.id.in_(ids))
+                .values(dict(values))
+                .execution_options(synchronize_session=False)
+            )
         if attempts:
-            db.session.execute(sa.insert(ReminderAttempt), attempts)
+            db.session.execute(ReminderAttempt.__table__.insert(), attempts)
         if reached:
             db.session.execute(
                 sa.update(PushSubscription)
