@@ -76,6 +76,7 @@ lint: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test node_modules/.dev-installed $(VENDOR) translations/fr/LC_MESSAGES/messages.mo
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.reminders
 
 clean:
 	rm -rf $(VENV) node_modules static/vendor instance translations/*/LC_MESSAGES/*.mo
