@@ -67,7 +67,6 @@ def test_preferences_page_asks_for_notifications_only_after_a_tap(
     ).click()
     page.wait_for_url(live_server + "/reminders")
     assert page.get_by_role("heading", level=1).inner_text() == heading
-    wait_for_worker(page)
     assert_accessible(page)
     assert_no_horizontal_scroll(page)
     # Nothing was asked on arrival.
