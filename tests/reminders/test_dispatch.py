@@ -373,3 +373,50 @@ def test_the_plan_command_plans_everyone(app, runner, now, make_participant):
     result = runner.invoke(args=["reminders", "plan"])
     assert result.exit_code == 0, result.output
     assert reminders_of(participant, status="planned")
+
+
+def test_a_retry_that_falls_in_quiet_hours_waits_for_their_end(app, now, make_participant):
+    now(datetime(2026, 11, 20, 15, tzinfo=UTC))
+    participant = make_participant(day0=date(2026, 12, 1))
+    m0 = visit_of(participant, "M0")
+    # 22:30 in Montréal on 20 November 2026 (UTC−5): quiet until 08:00.
+    moment = now(datetime(2026, 11, 21, 3, 30, tzinfo=UTC))
+    row = Reminder(
+        participant_id=participant.id,
+        kind="infusion",
+        subject=f"visit:{m0.id}:retried:2026-12-01",
+        channel="inapp",
+        visit_id=m0.id,
+        due_at=moment - timedelta(hours=2),
+        expires_at=moment + timedelta(days=1),
+        next_attempt_at=moment,
+        status="planned",
+        attempts=1,
+    )
+    db.session.add(row)
+    db.session.commit()
+    channel = recording_channels()
+    counts = services.Dispatcher(channels=channel).run_batch(ids=[row.id])
+    assert channel["inapp"].sent == []
+    assert counts.outcomes == {"deferred": 1}
+    db.session.expire_all()
+    row = db.session.get(Reminder, row.id)
+    assert (row.status, row.attempts) == ("planned", 1)
+    assert row.next_attempt_at == datetime(2026, 11, 21, 13, tzinfo=UTC)  # 08:00 local
+
+
+def test_a_claim_left_by_a_dispatcher_that_died_is_failed_not_resent(app, make_participant):
+    participant = make_participant(day0=None)
+    now = portal_db.utcnow()
+    ids = _due_rows([participant], 2, now)
+    dead = services.Dispatcher(channels=recording_channels(), name="dead")
+    assert sorted(dead.claim(now)) == sorted(ids)
+    # It stopped twenty minutes ago, between its claim and its record.
+    db.session.execute(sa.update(Reminder).values(claimed_at=now - timedelta(minutes=20)))
+    db.session.commit()
+    channel = recording_channels()
+    services.Dispatcher(channels=channel, name="alive").run_once()
+    assert channel["inapp"].sent == []
+    db.session.expire_all()
+    assert {r.status for r in reminders_of(participant)} == {"failed"}
+    assert {e.outcome for e in services.reminder_log(participant)} == {"failed"}
