@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 5000
+# Participants seeded by the dashboard benchmark; 100,000 takes minutes on a small machine.
+BENCH_DASHBOARD_SIZES ?= 1000,10000,100000
 export FLASK_APP := wsgi.py
 
 VENDOR := static/vendor/htmx.min.js static/vendor/simplewebauthn-browser.umd.min.js
@@ -77,6 +79,7 @@ lint: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test node_modules/.dev-installed $(VENDOR) translations/fr/LC_MESSAGES/messages.mo
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.reminders
+	$(BIN)/python -m bench.dashboard --sizes $(BENCH_DASHBOARD_SIZES)
 
 clean:
 	rm -rf $(VENV) node_modules static/vendor instance translations/*/LC_MESSAGES/*.mo

@@ -8,8 +8,10 @@ ahead to 13 months ago) with their visits and a year of questionnaire assignment
 visit questionnaires and the weekly check-in), bulk inserted; submitted answers are seeded for the
 first `--answers-for` participants only, enough to measure the export rate. Then measures the
 dashboard's server time (GET /staff/dashboard through the app, as an admin, median of --repeat)
-and the answers CSV export rate (answers per second, streamed to nowhere). Prints a table and
-merges the figures into bench/results.json under "dashboard".
+cold (figures computed from the database, as after any audited write) and warm (the process's
+cached dashboard, same minute, nothing written since), and the answers CSV export rate (answers
+per second, streamed to nowhere). Prints one line per size and merges the figures into
+bench/results.json under "dashboard".
 
 Targets (issue 7): 10,000 participants < 150 ms, 100,000 < 1.5 s, export ≥ 50,000 answers/s.
 PostgreSQL is the database at BENCH_PGHOST (127.0.0.1) as BENCH_PGUSER (postgres), database
@@ -289,17 +291,31 @@ def _app(url: str):
 
 
 def _admin_client(app):
-    from patient_portal.accounts.models import StaffUser
+    """A test client signed in as an admin, by a session row as a passkey sign-in leaves."""
+    import secrets
+
+    from patient_portal.accounts.models import AuthSession, StaffUser
     from patient_portal.extensions import db
-    from tests.factories import open_session_for
+    from patient_portal.security import SESSION_LIMITS, token_digest
 
     admin = StaffUser(email="bench-admin@example.org", name="Bench", role="admin", language="en")
     db.session.add(admin)
+    db.session.flush()
+    token = secrets.token_urlsafe(32)
+    now = datetime.now(UTC)
+    db.session.add(
+        AuthSession(
+            id=token_digest(token),
+            staff_id=admin.id,
+            created_at=now,
+            last_seen_at=now,
+            expires_at=now + SESSION_LIMITS["staff"][1],
+            data={},
+        )
+    )
     db.session.commit()
     client = app.test_client()
-    client.set_cookie(
-        app.config["SESSION_COOKIE_NAME"], open_session_for(admin), domain="localhost"
-    )
+    client.set_cookie(app.config["SESSION_COOKIE_NAME"], token, domain="localhost")
     return client
 
 
@@ -335,25 +351,32 @@ def measure(engine: str, sizes: list[int], answers_for: int, repeat: int) -> dic
                     db.session.commit()
                 seed_seconds = time.perf_counter() - started
                 seeded = size
-                client.get("/staff/dashboard")  # warm the caches, as a running server would be
-                times = []
+                client.get("/staff/dashboard")  # warm the database's own caches
+                cold, warm = [], []
                 for _ in range(repeat):
+                    # Cold: the figures computed from the database, as after any audited write.
+                    app.extensions["workspace_dashboards"].clear()
                     began = time.perf_counter()
                     response = client.get("/staff/dashboard")
-                    times.append((time.perf_counter() - began) * 1000)
+                    cold.append((time.perf_counter() - began) * 1000)
                     assert response.status_code == 200, response.status_code
+                    # Warm: the same dashboard again within the minute, nothing written since.
+                    began = time.perf_counter()
+                    client.get("/staff/dashboard")
+                    warm.append((time.perf_counter() - began) * 1000)
                 answers = db.session.scalar(sa.text("SELECT count(*) FROM answer"))
                 began = time.perf_counter()
                 response = client.get("/staff/exports/answers.csv")
                 size_bytes = sum(len(chunk) for chunk in response.response)
                 export_seconds = time.perf_counter() - began
+                target = TARGETS_MS.get(size)
                 results[str(size)] = {
-                    "dashboard_ms_median": round(statistics.median(times), 1),
-                    "dashboard_ms_max": round(max(times), 1),
-                    "dashboard_target_ms": TARGETS_MS.get(size),
-                    "dashboard_met": (
-                        statistics.median(times) < TARGETS_MS[size] if size in TARGETS_MS else None
-                    ),
+                    "dashboard_cold_ms_median": round(statistics.median(cold), 1),
+                    "dashboard_cold_ms_max": round(max(cold), 1),
+                    "dashboard_warm_ms_median": round(statistics.median(warm), 1),
+                    "dashboard_target_ms": target,
+                    "dashboard_cold_met": statistics.median(cold) < target if target else None,
+                    "dashboard_warm_met": statistics.median(warm) < target if target else None,
                     "answers_exported": answers,
                     "export_bytes": size_bytes,
                     "export_answers_per_s": round(answers / export_seconds) if answers else None,
@@ -362,13 +385,14 @@ def measure(engine: str, sizes: list[int], answers_for: int, repeat: int) -> dic
                     "rows_added": counts,
                 }
                 print(
-                    f"{engine:<11} {size:>7} participants: dashboard median "
-                    f"{results[str(size)]['dashboard_ms_median']:>8.1f} ms, export "
+                    f"{engine:<11} {size:>7} participants: dashboard median cold "
+                    f"{results[str(size)]['dashboard_cold_ms_median']:>8.1f} ms, warm "
+                    f"{results[str(size)]['dashboard_warm_ms_median']:>6.1f} ms, export "
                     f"{results[str(size)]['export_answers_per_s'] or 0:>8} answers/s "
                     f"({answers} answers), seeded in {seed_seconds:.0f} s",
                     flush=True,
                 )
-        db.engine.dispose()
+            db.engine.dispose()
     return results
 
 
@@ -377,7 +401,7 @@ def main() -> None:
         prog="python -m bench.dashboard", description=__doc__.splitlines()[0]
     )
     parser.add_argument(
-        "--sizes", default=os.environ.get("BENCH_DASHBOARD_SIZES", "1000,10000,100000")
+        "--sizes", default="1000,10000,100000", help="participant counts, comma-separated"
     )
     parser.add_argument("--engines", default="sqlite,postgresql")
     parser.add_argument("--answers-for", type=int, default=2000)

@@ -17,8 +17,8 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import groupby
-from typing import Any
+from itertools import groupby, islice
+from typing import Any, NamedTuple
 from xml.sax.saxutils import escape, quoteattr
 
 import sqlalchemy as sa
@@ -123,21 +123,54 @@ def _csv(header: list[str], rows: Iterable[list[str]]) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(header)
-    for count, row in enumerate(rows, start=1):
-        writer.writerow(row)
-        if count % CHUNK_ROWS == 0:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
     yield buffer.getvalue()
+    rows = iter(rows)
+    while chunk := list(islice(rows, CHUNK_ROWS)):
+        buffer.seek(0)
+        buffer.truncate()
+        writer.writerows(chunk)
+        yield buffer.getvalue()
 
 
 def _stream(query: sa.Select):
     return db.session.execute(query.execution_options(yield_per=CHUNK_ROWS))
 
 
+def _iso_from_text(text: str | None) -> str:
+    """'2026-12-01 14:03:07.123456' (a UTC timestamp as the database prints it) → ISO 8601 Z."""
+    return f"{text[:10]}T{text[11:19]}Z" if text else ""
+
+
+def _json_text(raw: str) -> str:
+    """An answer's stored JSON as export text, without decoding the common numbers and booleans."""
+    if raw.isdigit() or raw in ("true", "false"):
+        return raw
+    return value_text(json.loads(raw))
+
+
+class AnswerRow(NamedTuple):
+    study_id: str
+    site_code: str
+    visit: str
+    series_code: str | None
+    occurrence: int
+    assignment_id: int
+    instrument_id: str
+    instrument_version: str
+    language: str
+    submitted_at: str
+    item_id: str
+    value: str
+    answered_at: str
+    email: str | None
+
+
 def _answers_query(sites: list[str]) -> sa.Select:
-    """Every answer of a submitted questionnaire at the sites, grouped by participant and visit."""
+    """Every answer of a submitted questionnaire at the sites, grouped by participant and visit.
+
+    Timestamps come as the database's text and values as their stored JSON text: converting
+    them to Python objects and back would cost more than the rest of the export.
+    """
     visit = visit_key_expression().label("visit")
     return (
         sa.select(
@@ -150,10 +183,10 @@ def _answers_query(sites: list[str]) -> sa.Select:
             Assignment.instrument_id,
             Submission.instrument_version,
             Submission.language,
-            Submission.submitted_at,
+            sa.cast(Submission.submitted_at, sa.String),
             Answer.item_id,
-            Answer.value,
-            Answer.answered_at,
+            sa.cast(Answer.value, sa.Text),
+            sa.cast(Answer.answered_at, sa.String),
             StaffUser.email,
         )
         .select_from(Answer)
@@ -162,9 +195,34 @@ def _answers_query(sites: list[str]) -> sa.Select:
         .join(Participant, Participant.id == Assignment.participant_id)
         .outerjoin(Visit, Visit.id == Assignment.visit_id)
         .outerjoin(StaffUser, StaffUser.id == Answer.entered_by_staff_id)
-        .where(Participant.site_code.in_(sites), Answer.value.is_not(None))
+        .where(Participant.site_code.in_(sites))
         .order_by(Participant.study_id, visit, Assignment.occurrence, Assignment.id, Answer.id)
     )
+
+
+def answer_rows(sites: list[str]) -> Iterator[AnswerRow]:
+    """The answers export rows, streamed from a server-side cursor; cleared answers left out."""
+    connection = db.session.connection().execution_options(yield_per=CHUNK_ROWS)
+    for row in connection.execute(_answers_query(sites)):
+        raw = row[11]
+        if raw is None or raw == "null":
+            continue
+        yield AnswerRow(
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            row[4],
+            row[5],
+            row[6],
+            row[7],
+            row[8],
+            _iso_from_text(row[9]),
+            row[10],
+            raw,
+            _iso_from_text(row[12]),
+            row[13],
+        )
 
 
 # --- CSV --------------------------------------------------------------------------------------
@@ -174,19 +232,34 @@ def answers_csv(sites: list[str]) -> Iterator[str]:
     """Answers in long format, one row per item answered."""
     rows = (
         [
-            r.study_id,
-            r.site_code,
-            visit_label(r.visit, r.series_code, r.occurrence),
-            r.instrument_id,
-            r.instrument_version,
-            r.language,
-            r.item_id,
-            _safe_cell(value_text(r.value)),
-            timestamp(r.answered_at),
-            timestamp(r.submitted_at),
-            _entered_by(r.email),
+            study_id,
+            site,
+            f"{visit}.{occurrence + 1}" if series else visit,
+            instrument,
+            version,
+            language,
+            item,
+            _safe_cell(_json_text(raw)),
+            answered,
+            submitted,
+            f"staff:{email}" if email else "participant",
         ]
-        for r in _stream(_answers_query(sites))
+        for (
+            study_id,
+            site,
+            visit,
+            series,
+            occurrence,
+            _assignment,
+            instrument,
+            version,
+            language,
+            submitted,
+            item,
+            raw,
+            answered,
+            email,
+        ) in answer_rows(sites)
     )
     return _csv(ANSWER_COLUMNS, rows)
 
@@ -343,9 +416,7 @@ def fhir_bundle(sites: list[str]) -> Iterator[str]:
         pages[instrument_id] = _page_of_items(questionnaire)
         yield ("" if first else ",\n") + _entry(questionnaire, f"Questionnaire/{instrument_id}")
         first = False
-    for assignment_id, rows in groupby(
-        _stream(_answers_query(sites)), key=lambda r: r.assignment_id
-    ):
+    for assignment_id, rows in groupby(answer_rows(sites), key=lambda r: r.assignment_id):
         rows = list(rows)
         head = rows[0]
         instrument = instruments.get(head.instrument_id)
@@ -358,7 +429,7 @@ def fhir_bundle(sites: list[str]) -> Iterator[str]:
             )
             page = pages.get(head.instrument_id, {}).get(row.item_id, "answers")
             groups.setdefault(page, []).append(
-                {"linkId": row.item_id, "answer": _fhir_answers(item_type, row.value)}
+                {"linkId": row.item_id, "answer": _fhir_answers(item_type, json.loads(row.value))}
             )
         response = {
             "resourceType": "QuestionnaireResponse",
@@ -367,7 +438,7 @@ def fhir_bundle(sites: list[str]) -> Iterator[str]:
             "questionnaire": f"{CANONICAL_BASE}{head.instrument_id}|{head.instrument_version}",
             "status": "completed",
             "subject": {"identifier": {"system": STUDY_ID_SYSTEM, "value": head.study_id}},
-            "authored": timestamp(head.submitted_at),
+            "authored": head.submitted_at,
             "language": head.language,
             "item": [{"linkId": page, "item": items} for page, items in groups.items()],
         }
@@ -486,8 +557,7 @@ def odm_xml(sites: list[str]) -> Iterator[str]:
     yield "</Study>"
     yield from _admin_data(sites)
     yield f'<ClinicalData StudyOID="CARE-SSc" MetaDataVersionOID="{METADATA_OID}">'
-    rows = _stream(_answers_query(sites))
-    for study_id, subject_rows in groupby(rows, key=lambda r: r.study_id):
+    for study_id, subject_rows in groupby(answer_rows(sites), key=lambda r: r.study_id):
         subject_rows = list(subject_rows)
         site = subject_rows[0].site_code
         yield f'<SubjectData SubjectKey={quoteattr(study_id)}><SiteRef LocationOID="LOC.{site}"/>'
@@ -503,7 +573,7 @@ def odm_xml(sites: list[str]) -> Iterator[str]:
                 yield (
                     f'<AuditRecord EditPoint="Subject" UsedImputationMethod="No">'
                     f'<UserRef UserOID="{PARTICIPANT_USER}"/><LocationRef LocationOID="LOC.{site}"/>'
-                    f"<DateTimeStamp>{timestamp(head.submitted_at)}</DateTimeStamp>"
+                    f"<DateTimeStamp>{head.submitted_at}</DateTimeStamp>"
                     f"<ReasonForChange>submitted, version {escape(head.instrument_version)}, "
                     f"language {head.language}</ReasonForChange></AuditRecord>"
                 )
@@ -512,12 +582,12 @@ def odm_xml(sites: list[str]) -> Iterator[str]:
                 for row in form_rows:
                     parts.append(
                         f'<ItemData ItemOID="I.{row.instrument_id}.{row.item_id}" '
-                        f"Value={quoteattr(value_text(row.value))}>"
+                        f"Value={quoteattr(_json_text(row.value))}>"
                         f'<AuditRecord EditPoint="{"DataManagement" if row.email else "Subject"}" '
                         'UsedImputationMethod="No">'
                         f"<UserRef UserOID={quoteattr(_user_oid(row.email))}/>"
                         f'<LocationRef LocationOID="LOC.{site}"/>'
-                        f"<DateTimeStamp>{timestamp(row.answered_at)}</DateTimeStamp>"
+                        f"<DateTimeStamp>{row.answered_at}</DateTimeStamp>"
                         "</AuditRecord></ItemData>"
                     )
                 yield "".join(parts)

@@ -9,7 +9,8 @@ Nothing here reads, stores or infers an allocation: every participant has the sa
 from __future__ import annotations
 
 import re
-from collections import defaultdict
+import threading
+from collections import OrderedDict, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -32,6 +33,7 @@ from patient_portal.questionnaires.services import grace
 from patient_portal.reminders.models import Reminder
 from patient_portal.schedule.models import Visit
 
+_CACHE_LOCK = threading.Lock()
 # Dashboard states; "open" includes a questionnaire started and still finishable in the grace.
 STATES = ("upcoming", "open", "completed", "missed", "withdrawn")
 PAGE_SIZE = 50
@@ -208,6 +210,22 @@ def _assignments_in_scope(query: sa.Select, filters: Filters, now: datetime) -> 
     return query
 
 
+def longest_window() -> timedelta:
+    """The longest time any questionnaire stays open, from the protocol (plus a day for DST).
+
+    An assignment closing after T opened after T minus this, so a search on closing times can
+    also bound the opening time, which is indexed.
+    """
+    protocol = get_protocol()
+    spans = [
+        protocol.open_days_before_target + visit.window_after + 1
+        for visit in protocol.visits
+        if visit.questionnaires
+    ]
+    spans += [series.open_days for series in protocol.series]
+    return timedelta(days=max(spans, default=0) + 1)
+
+
 def _epoch_seconds(column) -> sa.ColumnElement:
     """Seconds since 1970 of a stored (naive UTC) timestamp, on either engine."""
     if db.session.get_bind().dialect.name == "postgresql":
@@ -264,9 +282,13 @@ class FollowUp:
     detail: str | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class AlertLine:
-    alert: Alert
+    """An alert as the dashboard lists it (plain values: dashboards are cached between requests)."""
+
+    alert_id: int
+    rule_id: str
+    created_at: datetime
     study_id: str
     site: str
     instrument_id: str | None
@@ -420,6 +442,7 @@ def closing_soon(filters: Filters, now: datetime) -> list[FollowUp]:
         .where(
             Assignment.status.in_(("planned", "in_progress")),
             Assignment.opens_at <= now,
+            Assignment.opens_at > now - longest_window(),
             Assignment.closes_at > now,
             Assignment.closes_at <= now + CLOSING_SOON,
         )
@@ -441,6 +464,8 @@ def recently_missed(filters: Filters, now: datetime) -> list[FollowUp]:
             state == "missed",
             Participant.status != "withdrawn",
             Assignment.closes_at >= now - MISSED_SHOWN_FOR,
+            Assignment.opens_at >= now - MISSED_SHOWN_FOR - longest_window(),
+            Assignment.opens_at <= now,
         )
         .order_by(Assignment.closes_at.desc(), Participant.study_id)
         .limit(LIST_LIMIT)
@@ -488,7 +513,9 @@ def unacknowledged_alerts(filters: Filters, limit: int = LIST_LIMIT) -> tuple[li
     """Alerts no coordinator has acknowledged, oldest first, and how many there are."""
     query = (
         sa.select(
-            Alert,
+            Alert.id,
+            Alert.rule_id,
+            Alert.created_at,
             Participant.study_id,
             Participant.site_code,
             Assignment.instrument_id,
@@ -503,7 +530,7 @@ def unacknowledged_alerts(filters: Filters, limit: int = LIST_LIMIT) -> tuple[li
     if filters.study_id:
         query = query.where(Participant.study_id.startswith(filters.study_id, autoescape=True))
     rows = db.session.execute(query).all()
-    return [AlertLine(*row[:4]) for row in rows], rows[0].total if rows else 0
+    return [AlertLine(*row[:6]) for row in rows], rows[0].total if rows else 0
 
 
 def chart_period(filters: Filters, now: datetime) -> tuple[date, date]:
@@ -537,6 +564,8 @@ def completion_over_time(filters: Filters, now: datetime) -> list[ChartPoint]:
         Assignment.status != "withdrawn",
         Assignment.closes_at >= start_at,
         Assignment.closes_at < end_at,
+        Assignment.opens_at >= start_at - longest_window(),
+        Assignment.opens_at < end_at,
     )
     totals = {
         int(number): (int(done or 0), int(count))
@@ -570,9 +599,50 @@ def failed_reminders(filters: Filters, now: datetime) -> list[FollowUp]:
     ]
 
 
+CACHED_DASHBOARDS = 64
+
+
+def data_version() -> str:
+    """The audit trail's last hash: every write of clinical or account data appends an event,
+    so a dashboard computed at the same version (and minute) is still true."""
+    return (
+        db.session.scalar(sa.select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)) or ""
+    )
+
+
+def _cache() -> OrderedDict:
+    return current_app.extensions.setdefault("workspace_dashboards", OrderedDict())
+
+
+def forget_cached_dashboards() -> None:
+    _cache().clear()
+
+
 def dashboard(filters: Filters, now: datetime | None = None) -> Dashboard:
-    """Everything the dashboard shows, in a fixed number of statements."""
+    """Everything the dashboard shows, in a fixed number of statements.
+
+    The figures scan every assignment of the sites in scope, so each app process keeps the last
+    dashboards it computed, keyed by the filters, the audit trail's head and the minute: any
+    audited write (an answer, a submission, an acknowledgement, a withdrawal, a re-planning)
+    or the next minute computes afresh. At worst a figure is a minute behind the clock
+    (a questionnaire that just closed still counted as open).
+    """
     now = now or db_module.utcnow()
+    key = (filters, data_version(), now.replace(second=0, microsecond=0))
+    cache = _cache()
+    with _CACHE_LOCK:
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+    result = _compute_dashboard(filters, now)
+    with _CACHE_LOCK:
+        cache[key] = result
+        while len(cache) > CACHED_DASHBOARDS:
+            cache.popitem(last=False)
+    return result
+
+
+def _compute_dashboard(filters: Filters, now: datetime) -> Dashboard:
     matrix, matrix_total = completion_matrix(filters, now)
     inactive, inactive_total = inactive_participants(filters, now)
     alerts, alerts_total = unacknowledged_alerts(filters)

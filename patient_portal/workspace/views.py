@@ -149,6 +149,12 @@ def dashboard():
         "visit_keys": services.visit_keys(),
         "instruments": sorted(get_instruments()),
         "sites": services.scoped_sites(current_user, None),
+        # Each label once per request: the results repeat them hundreds of times.
+        "state_names": {state: state_label(state) for state in STATES},
+        "visit_names": {code: visit_label(code) for code in services.visit_keys()},
+        "instrument_names": {key: instrument_label(key) for key in get_instruments()},
+        # Translated once, filled in for each cell of the matrix.
+        "done_pattern": _("%(done)d of %(total)d done"),
     }
     if not _is_fragment():
         return _vary(make_response(render_template("workspace/dashboard.html", **context)))

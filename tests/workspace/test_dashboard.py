@@ -156,13 +156,15 @@ def test_another_sites_alert_cannot_be_acknowledged(
     assert db.session.get(Alert, alert.id).acknowledged_at is None
 
 
-def _count_statements(app, client, path: str) -> int:
+def _count_statements(app, client, path: str, cold: bool = True) -> int:
     statements: list[str] = []
 
     def count(conn, cursor, statement, parameters, context, executemany):
         statements.append(statement)
 
     client.get(path)  # the first request of a session also refreshes the session row
+    if cold:
+        app.extensions["workspace_dashboards"].clear()
     engine = db.engine
     sa.event.listen(engine, "before_cursor_execute", count)
     try:
@@ -213,3 +215,27 @@ def test_failed_reminders_are_in_the_follow_up(signed_in, in_year):
     page = _text(signed_in.get("/staff/dashboard"))
     assert "Reminders not delivered in the last 14 days (1)" in page
     assert "SMTP 550" not in page  # technical detail stays in the reminder log
+
+
+def test_a_cached_dashboard_is_cheaper_and_an_audited_write_refreshes_it(app, signed_in, in_year):
+    from patient_portal.demo import answer_and_submit
+    from patient_portal.questionnaires.services import state_of
+
+    person = in_year("JGH", days=10, habit="none")
+    cold = _count_statements(app, signed_in, "/staff/dashboard")
+    warm = _count_statements(app, signed_in, "/staff/dashboard", cold=False)
+    assert warm < cold
+    assert "Alerts to acknowledge (0)" in _text(signed_in.get("/staff/dashboard"))
+    now = services.db_module.utcnow()
+    weekly = next(
+        a
+        for a in db.session.scalars(
+            sa.select(Assignment).where(
+                Assignment.participant_id == person.id, Assignment.series_code == "WEEKLY"
+            )
+        )
+        if state_of(a, now) == "open"
+    )
+    answer_and_submit(weekly, person, now, level=3, extra={"breathing": 9})
+    db.session.commit()
+    assert "Alerts to acknowledge (1)" in _text(signed_in.get("/staff/dashboard"))
