@@ -23,7 +23,13 @@ from patient_portal import audit
 from patient_portal import db as db_module
 from patient_portal.accounts import services as account_services
 from patient_portal.accounts.auth import visible_site_codes
-from patient_portal.accounts.models import AuthSession, Participant, StaffUser
+from patient_portal.accounts.models import (
+    STAFF_ROLES,
+    AuthSession,
+    Participant,
+    StaffSite,
+    StaffUser,
+)
 from patient_portal.audit import AuditEvent
 from patient_portal.extensions import db
 from patient_portal.protocol.services import get_protocol
@@ -798,8 +804,6 @@ def withdraw_participant(participant: Participant, staff: StaffUser, reason: str
 
 def update_staff(member: StaffUser, role: str, site_codes: list[str], by: StaffUser) -> bool:
     """Set a staff member's role and sites, audited; False when nothing changed."""
-    from patient_portal.accounts.models import STAFF_ROLES, StaffSite
-
     if role not in STAFF_ROLES:
         raise WorkspaceError(_("Please choose a role."), 422)
     unknown = [code for code in site_codes if code not in get_protocol().sites]
