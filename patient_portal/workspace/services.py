@@ -570,8 +570,6 @@ def completion_over_time(filters: Filters, now: datetime) -> list[ChartPoint]:
         Assignment.status != "withdrawn",
         Assignment.closes_at >= start_at,
         Assignment.closes_at < end_at,
-        Assignment.opens_at >= start_at - longest_window(),
-        Assignment.opens_at < end_at,
     )
     totals = {
         int(number): (int(done or 0), int(count))
