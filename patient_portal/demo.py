@@ -149,6 +149,8 @@ def load_demo() -> bool:
             site, language, today - timedelta(days=days), coordinator
         )
         participant.status = "active"
+        # Enrolled at screening, three weeks before day 0 (or today for the newest).
+        participant.created_at = min(now, now - timedelta(days=days + 21))
         db.session.flush()
         answer_due(participant, habit, now)
         if habit == "withdrawn":
