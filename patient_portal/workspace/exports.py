@@ -136,6 +136,13 @@ def _stream(query: sa.Select):
     return db.session.execute(query.execution_options(yield_per=CHUNK_ROWS))
 
 
+def _rows_of(query: sa.Select):
+    """Plain rows from a server-side cursor, without the ORM's row objects."""
+    # Options on the statement, not the connection: the session's connection goes on to run
+    # other statements (an executemany cannot use a server-side cursor).
+    return db.session.connection().execute(query.execution_options(yield_per=CHUNK_ROWS))
+
+
 def _iso_from_text(text: str | None) -> str:
     """'2026-12-01 14:03:07.123456' (a UTC timestamp as the database prints it) → ISO 8601 Z."""
     return f"{text[:10]}T{text[11:19]}Z" if text else ""
@@ -202,8 +209,7 @@ def _answers_query(sites: list[str]) -> sa.Select:
 
 def answer_rows(sites: list[str]) -> Iterator[AnswerRow]:
     """The answers export rows, streamed from a server-side cursor; cleared answers left out."""
-    connection = db.session.connection().execution_options(yield_per=CHUNK_ROWS)
-    for row in connection.execute(_answers_query(sites)):
+    for row in _rows_of(_answers_query(sites)):
         raw = row[11]
         if raw is None or raw == "null":
             continue
@@ -234,9 +240,8 @@ def answers_csv(sites: list[str]) -> Iterator[str]:
     def rows() -> Iterator[list[str]]:
         # The hottest loop of the exports: plain tuples, and each questionnaire's submission
         # time and visit formatted once for all its answers.
-        connection = db.session.connection().execution_options(yield_per=CHUNK_ROWS)
         current = None
-        for row in connection.execute(_answers_query(sites)):
+        for row in _rows_of(_answers_query(sites)):
             raw = row[11]
             if raw is None or raw == "null":
                 continue

@@ -194,3 +194,20 @@ def test_a_text_answer_cannot_become_a_spreadsheet_formula():
     assert _safe_cell('=HYPERLINK("x")') == '\'=HYPERLINK("x")'
     assert _safe_cell("-3") == "-3"
     assert _safe_cell("plain") == "plain"
+
+
+def test_an_export_leaves_the_connection_fit_for_other_statements(two_sites, make_staff):
+    """Regression: the streaming option was set on the session's connection, and PostgreSQL's
+    server-side cursor then refused the next executemany."""
+    from patient_portal.accounts.models import StaffSite
+    from patient_portal.workspace import exports
+
+    member = make_staff(sites=["JGH"])
+    assert sum(len(chunk) for chunk in exports.answers_csv(["JGH"])) > 0
+    db.session.execute(
+        sa.insert(StaffSite),
+        [{"staff_id": member.id, "site_code": "CHUM"}, {"staff_id": member.id, "site_code": "SLS"}],
+    )
+    db.session.commit()
+    db.session.expire_all()
+    assert member.site_codes == ["CHUM", "JGH", "SLS"]
