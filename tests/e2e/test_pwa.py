@@ -141,3 +141,17 @@ def test_a_new_deploy_replaces_the_worker_and_its_cache(app, live_server, new_ph
         "care-ssc-0123456789ab",
     )
     assert after == ["care-ssc-0123456789ab"]
+
+
+def test_install_button_stays_hidden_until_the_browser_offers_to_install(
+    live_server, new_phone, make_participant
+):
+    participant = make_participant(language="en")
+    page = new_phone("en-CA")
+    page.context.add_cookies(
+        [{"name": "portal_session", "value": open_session_for(participant), "url": live_server}]
+    )
+    page.goto(f"{live_server}/settings")
+    assert page.get_by_role("heading", name="Put the portal on my home screen").is_visible()
+    # Headless Chromium never offers to install: the button must not be shown for nothing.
+    assert not page.locator("#install-app").is_visible()
