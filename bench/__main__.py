@@ -88,15 +88,27 @@ def participant_session(env: dict[str, str]) -> tuple[str, str]:
         from patient_portal.accounts.models import AuthSession, Participant
         from patient_portal.db import utcnow
         from patient_portal.extensions import db
+        from patient_portal.questionnaires.models import Assignment
         from patient_portal.security import SESSION_LIMITS, token_digest
 
         app = create_app()
         with app.app_context():
-            # JGH-001 is two days past day 0 in the demo data: its check-in is open.
+            # A demo participant with a questionnaire open now and not yet sent, so that the
+            # item page and its autosave can be measured too.
+            now = utcnow()
             participant = db.session.scalars(
-                sa.select(Participant).order_by(
-                    Participant.study_id != "JGH-001", Participant.study_id
+                sa.select(Participant)
+                .join(Assignment, Assignment.participant_id == Participant.id)
+                .where(
+                    Participant.status != "withdrawn",
+                    Assignment.opens_at <= now,
+                    Assignment.closes_at > now,
+                    Assignment.status.in_(("planned", "in_progress")),
+                    ~Assignment.submission.has(),
                 )
+                .order_by(Participant.study_id)
+            ).first() or db.session.scalars(
+                sa.select(Participant).order_by(Participant.study_id)
             ).first()
             token = secrets.token_urlsafe(32)
             now = utcnow()
