@@ -3,7 +3,8 @@
 The dashboard runs a fixed number of SQL statements whatever the number of participants: every
 count is a GROUP BY in the database and every list is limited. Assignment states (upcoming, open,
 completed, missed, withdrawn) are computed in SQL with the same rule as `Assignment.state`.
-Nothing here reads, stores or infers an allocation: every participant has the same schedule.
+Blinding: nothing here reads, stores or infers what a participant received; every participant has
+the same schedule.
 """
 
 from __future__ import annotations
