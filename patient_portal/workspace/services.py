@@ -397,7 +397,11 @@ def completion_matrix(filters: Filters, now: datetime) -> tuple[list[MatrixRow],
         .offset((filters.page - 1) * PAGE_SIZE)
     ).all()
     if not page:
-        return [], 0
+        # Past the last page (an old link, a hand-typed number): say how many there are.
+        total = db.session.scalar(
+            sa.select(sa.func.count(Participant.id)).where(Participant.id.in_(matching))
+        )
+        return [], total or 0
     total = page[0].total
     state = state_expression(now).label("state")
     visit = visit_key_expression().label("visit")

@@ -239,3 +239,10 @@ def test_a_cached_dashboard_is_cheaper_and_an_audited_write_refreshes_it(app, si
     answer_and_submit(weekly, person, now, level=3, extra={"breathing": 9})
     db.session.commit()
     assert "Alerts to acknowledge (1)" in _text(signed_in.get("/staff/dashboard"))
+
+
+def test_a_page_past_the_last_still_says_how_many_participants_match(signed_in, in_year):
+    in_year(days=40)
+    in_year(days=100)
+    page = _text(signed_in.get("/staff/dashboard?page=40"))
+    assert "2 participants match these filters." in page
