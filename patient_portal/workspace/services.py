@@ -775,11 +775,20 @@ def withdraw_participant(participant: Participant, staff: StaffUser, reason: str
         raise WorkspaceError(_("This participant has already withdrawn."), 409)
     before = participant.status
     participant.status = "withdrawn"
+    now = db_module.utcnow()
+    # Only what could still be answered closes: one already missed stays missed, so the
+    # completion record before the withdrawal is not rewritten.
     closed = db.session.execute(
         sa.update(Assignment)
         .where(
             Assignment.participant_id == participant.id,
             Assignment.status.in_(("planned", "in_progress")),
+            sa.or_(
+                Assignment.closes_at > now,
+                sa.and_(
+                    Assignment.status == "in_progress", Assignment.closes_at > now - grace()
+                ),
+            ),
         )
         .values(status="withdrawn")
         .execution_options(synchronize_session="fetch")

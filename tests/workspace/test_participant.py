@@ -7,8 +7,10 @@ import re
 import sqlalchemy as sa
 
 from patient_portal.audit import AuditEvent, verify_chain
+from patient_portal.db import utcnow
 from patient_portal.extensions import db
 from patient_portal.questionnaires.models import Alert, Answer, Assignment
+from patient_portal.questionnaires.services import state_of
 
 
 def _text(response) -> str:
@@ -57,12 +59,14 @@ def test_withdrawal_closes_questionnaires_keeps_data_and_is_audited(
     db.session.expire_all()
     assert person.status == "withdrawn"
     assert [p.study_id for p in called] == ["JGH-001"]
-    statuses = set(
-        db.session.scalars(
-            sa.select(Assignment.status).where(Assignment.participant_id == person.id)
-        )
-    )
-    assert statuses <= {"completed", "withdrawn"} and "completed" in statuses
+    assignments = db.session.scalars(
+        sa.select(Assignment).where(Assignment.participant_id == person.id)
+    ).all()
+    states = {state_of(a) for a in assignments}
+    assert states <= {"completed", "withdrawn", "missed"} and "completed" in states
+    # What had already closed keeps its state: a missed questionnaire is not rewritten.
+    assert all(a.status != "withdrawn" for a in assignments if a.closes_at <= utcnow())
+    assert any(a.status == "withdrawn" for a in assignments)
     assert db.session.scalar(sa.select(sa.func.count(Answer.id))) == answers_before
     event = db.session.scalar(
         sa.select(AuditEvent).where(AuditEvent.action == "participant.withdrawn")
