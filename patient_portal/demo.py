@@ -107,14 +107,22 @@ def answer_due(participant: Participant, habit: str, now: datetime) -> None:
         .where(Assignment.participant_id == participant.id, Assignment.opens_at <= now)
         .order_by(Assignment.opens_at, Assignment.id)
     ).all()
+    # What is still open is left for the participant: whoever signs in with the demo link
+    # has this week's questionnaires to answer.
+    answered = [
+        (number, assignment)
+        for number, assignment in enumerate(due)
+        if assignment.closes_at <= now
+        and habit != "none"
+        and not (habit == "some" and number % 3 == 2)
+    ]
     last_seen = None
-    for number, assignment in enumerate(due):
-        if habit == "none" or (habit == "some" and number % 3 == 2):
-            continue
-        moment = min(assignment.opens_at + timedelta(hours=20), now - timedelta(minutes=5))
+    for position, (number, assignment) in enumerate(answered):
+        moment = assignment.opens_at + timedelta(hours=20)
         if moment >= assignment.closes_at:
             continue
-        extra = ALERT_ANSWERS if number == len(due) - 1 and habit == "all" else None
+        last = position == len(answered) - 1
+        extra = ALERT_ANSWERS if last and habit == "all" else None
         answer_and_submit(assignment, participant, moment, level=2 + number % 4, extra=extra)
         last_seen = moment
     if last_seen is not None:
