@@ -247,7 +247,7 @@ def answers_csv(sites: list[str]) -> Iterator[str]:
                 continue
             if row[5] != current:
                 current = row[5]
-                visit = f"{row[2]}.{row[4] + 1}" if row[3] else row[2]
+                visit = visit_label(row[2], row[3], row[4])
                 submitted = _iso_from_text(row[9])
             answered = row[12]
             yield [
@@ -261,7 +261,7 @@ def answers_csv(sites: list[str]) -> Iterator[str]:
                 raw if raw.isdigit() else _safe_cell(_json_text(raw)),
                 f"{answered[:10]}T{answered[11:19]}Z",
                 submitted,
-                f"staff:{row[13]}" if row[13] else "participant",
+                _entered_by(row[13]),
             ]
 
     return _csv(ANSWER_COLUMNS, rows())

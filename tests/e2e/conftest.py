@@ -35,7 +35,7 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.e2e)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -54,7 +54,7 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def settings(settings: dict) -> dict:
-    port = _free_port()
+    port = free_port()
     # WebAuthn needs a secure context: http://localhost qualifies, 127.0.0.1 is not the RP ID.
     settings.update(
         PORTAL_ORIGIN=f"http://localhost:{port}", PORTAL_RP_ID="localhost", E2E_PORT=port

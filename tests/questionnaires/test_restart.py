@@ -7,7 +7,6 @@ import http.client
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,16 +18,12 @@ import sqlalchemy as sa
 
 from patient_portal.extensions import db
 from patient_portal.questionnaires.models import Answer, Assignment, Submission
+from tests.e2e.conftest import free_port
 from tests.factories import open_session_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CSRF = re.compile(r'"X-CSRFToken": "([^"]+)"')
 
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class Server:
@@ -90,7 +85,7 @@ class Server:
 
 @pytest.fixture
 def server(settings):
-    server = Server(settings, _free_port())
+    server = Server(settings, free_port())
     yield server
     if server.process and server.process.poll() is None:
         server.kill()
