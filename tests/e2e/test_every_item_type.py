@@ -96,12 +96,14 @@ def test_every_item_type_by_taps_on_a_phone(live_server, new_phone, make_partici
     assert_accessible(page)
     assert_no_horizontal_scroll(page)
     page.get_by_role("link", name=words["next"]).tap()
+    expect(page).to_have_url(f"{live_server}/questionnaires/{assignment.id}/items/count")
 
     # A bounded number: + three times from nothing gives 0 → 1 → 2 → 3... starting at the minimum.
     for expected in ("1", "2", "3"):
         page.locator("button.answer-step").last.tap()
         expect(page.locator(".q-current strong")).to_have_text(expected)
     page.get_by_role("link", name=words["next"]).tap()
+    expect(page).to_have_url(f"{live_server}/questionnaires/{assignment.id}/items/areas")
 
     # Several choices, each a toggle that says whether it is pressed.
     page.get_by_role("button", name=words["hands"]).tap()
@@ -113,6 +115,7 @@ def test_every_item_type_by_taps_on_a_phone(live_server, new_phone, make_partici
     )
     assert_accessible(page)
     page.get_by_role("link", name=words["next"]).tap()
+    expect(page).to_have_url(f"{live_server}/questionnaires/{assignment.id}/items/when")
 
     # A date, through the phone's own date picker (filled here as the picker would).
     page.locator("input[type=date]").fill("2026-11-02")
@@ -120,12 +123,14 @@ def test_every_item_type_by_taps_on_a_phone(live_server, new_phone, make_partici
     _saved(page, words)
     assert_accessible(page)
     page.get_by_role("link", name=words["next"]).tap()
+    expect(page).to_have_url(f"{live_server}/questionnaires/{assignment.id}/items/note")
 
     # The optional short text: what was typed is shown back as text, never as markup.
     page.locator("textarea").fill(NOTE)
     page.get_by_role("button", name=words["save"]).tap()
     _saved(page, words)
     page.get_by_role("link", name=words["next"]).tap()
+    expect(page).to_have_url(f"{live_server}/questionnaires/{assignment.id}/review")
 
     expect(page.get_by_text(NOTE)).to_be_visible()
     assert page.locator("main b").count() == 0

@@ -97,7 +97,9 @@ def test_weekly_check_in_by_taps_only(live_server, new_phone, make_participant, 
     page.get_by_role("button", name=words["no"], exact=True).tap()
     expect(page.locator("#save-status")).to_contain_text(words["saved"])
     page.get_by_role("link", name=words["next"]).tap()
-    # The note on whom to call; the areas question stays hidden after "no".
+    # The note on whom to call; the areas question stays hidden after "no". Wait for it, or
+    # the next tap can land on the page being left.
+    expect(page).to_have_url(f"{live_server}/questionnaires/{assignment.id}/items/urgent_note")
     page.get_by_role("link", name=words["next"]).tap()
 
     expect(page.get_by_role("heading", level=1)).to_have_text(words["review"])
