@@ -47,6 +47,7 @@ def _init_extensions(app: Flask) -> None:
     from patient_portal.schedule import services as schedule_services
     from patient_portal.schedule import views as schedule_views
     from patient_portal.staff import views as staff_views
+    from patient_portal.workspace import cli as workspace_cli
     from patient_portal.workspace import views as workspace_views
 
     protocol.init_app(app)
@@ -76,6 +77,7 @@ def _init_extensions(app: Flask) -> None:
     app.register_blueprint(reminders_views.bp)
     reminders_cli.init_app(app)
     workspace_views.init_app(app)
+    workspace_cli.init_app(app)
     # Building a participant's year: visits first, then the questionnaires that hang on them.
     app.extensions["participant_planners"] = [
         schedule_services.plan_visits,

@@ -34,7 +34,8 @@ class Assignment(db.Model):
     instrument_id: Mapped[str] = mapped_column(sa.String(64))
     instrument_version: Mapped[str] = mapped_column(sa.String(40))
     opens_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
-    closes_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Indexed for the dashboard's lists of questionnaires closing soon or just missed.
+    closes_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     status: Mapped[str] = mapped_column(sa.String(12), default="planned")
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -1,8 +1,11 @@
 """The coordinator's workspace: completion dashboard queries, filters and participant follow-up.
 
 The dashboard runs a fixed number of SQL statements whatever the number of participants: every
-count is a GROUP BY in the database and every list is limited. Assignment states (upcoming, open,
-completed, missed, withdrawn) are computed in SQL with the same rule as `Assignment.state`.
+count is a GROUP BY in the database and every list is limited. The counts per visit and
+questionnaire and the weekly chart read the completion tally (models.py), which the database
+keeps as assignments are written, so they cost the same for 100 participants or 100,000.
+Assignment states (upcoming, open, completed, missed, withdrawn) are computed in SQL with the
+same rule as `Assignment.state`.
 Blinding: nothing here reads, stores or infers what a participant received; every participant has
 the same schedule.
 """
@@ -39,6 +42,7 @@ from patient_portal.questionnaires.models import Alert, Assignment, Submission
 from patient_portal.questionnaires.services import grace
 from patient_portal.reminders.models import Reminder
 from patient_portal.schedule.models import Visit
+from patient_portal.workspace.models import CompletionTally, hour_number, hour_start
 
 _CACHE_LOCK = threading.Lock()
 # Dashboard states; "open" includes a questionnaire started and still finishable in the grace.
@@ -335,20 +339,84 @@ class Dashboard:
         return max(1, -(-self.matrix_total // PAGE_SIZE))
 
 
-def completion_summary(filters: Filters, now: datetime) -> list[SummaryRow]:
-    """Per site, visit and questionnaire: how many are upcoming, open, completed, missed, withdrawn."""
+def _undecided_hours(now: datetime) -> tuple[int, int, int]:
+    """The hours in which a not-yet-done questionnaire's state depends on the minute: the current
+    hour for opening and closing, and back to the start of the grace period for closing."""
+    current = hour_number(now)
+    return current, hour_number(now - grace()), current + 1
+
+
+def _tallied_state_counts(filters: Filters, now: datetime) -> sa.Select:
+    """(site, visit, questionnaire, state, count) from the tally, for every tally row whose
+    state follows from its hours alone, plus the assignments of the undecided hours counted
+    one by one; one statement, so both halves read the same snapshot."""
+    tally = CompletionTally
+    current, grace_from, next_hour = _undecided_hours(now)
+    undecided = sa.and_(
+        tally.status.in_(("planned", "in_progress")),
+        sa.or_(tally.opens_hour == current, tally.closes_hour.between(grace_from, current)),
+    )
+    # Outside the undecided hours, opening after this hour means upcoming and closing after it
+    # means open; closing before the grace period means missed (see Assignment.state).
+    state = sa.case(
+        (tally.status == "completed", "completed"),
+        (tally.status == "withdrawn", "withdrawn"),
+        (tally.opens_hour > current, "upcoming"),
+        (tally.closes_hour > current, "open"),
+        else_="missed",
+    )
+    tallied = sa.select(
+        tally.site_code, tally.visit_key, tally.instrument_id, state, sa.func.sum(tally.total)
+    ).where(tally.site_code.in_(filters.sites), ~undecided, tally.total != 0)
+    if filters.visit:
+        tallied = tallied.where(tally.visit_key == filters.visit)
+    if filters.instrument:
+        tallied = tallied.where(tally.instrument_id == filters.instrument)
+    tallied = tallied.group_by(tally.site_code, tally.visit_key, tally.instrument_id, state)
+    edge = _exact_state_counts(filters, now).where(
+        Assignment.status.in_(("planned", "in_progress")),
+        sa.or_(
+            sa.and_(
+                Assignment.opens_at >= hour_start(current),
+                Assignment.opens_at < hour_start(next_hour),
+            ),
+            sa.and_(
+                Assignment.closes_at >= hour_start(grace_from),
+                Assignment.closes_at < hour_start(next_hour),
+            ),
+        ),
+    )
+    return sa.union_all(tallied, edge)
+
+
+def _exact_state_counts(filters: Filters, now: datetime) -> sa.Select:
+    """(site, visit, questionnaire, state, count) counted over the assignments themselves."""
     state = state_expression(now).label("state")
     visit = visit_key_expression().label("visit")
-    query = _assignments_in_scope(
+    return _assignments_in_scope(
         sa.select(Participant.site_code, visit, Assignment.instrument_id, state, sa.func.count()),
         filters,
         now,
     ).group_by(Participant.site_code, visit, Assignment.instrument_id, state)
+
+
+def completion_summary(filters: Filters, now: datetime) -> list[SummaryRow]:
+    """Per site, visit and questionnaire: how many are upcoming, open, completed, missed, withdrawn.
+
+    From the tally, except for a study ID search, which concerns a few participants and is
+    counted from their assignments.
+    """
+    if filters.study_id:
+        query = _exact_state_counts(filters, now)
+    else:
+        query = _tallied_state_counts(filters, now)
     rows: dict[tuple[str, str, str], SummaryRow] = {}
     for site, visit_code, instrument_id, state_name, count in db.session.execute(query):
+        if not count:
+            continue
         key = (site, visit_code, instrument_id)
         row = rows.setdefault(key, SummaryRow(site, visit_code, instrument_id))
-        row.counts[state_name] += count
+        row.counts[state_name] += int(count)
     order = {code: index for index, code in enumerate(visit_keys())}
     result = sorted(rows.values(), key=lambda r: (r.site, order.get(r.visit, 99), r.instrument))
     if filters.state:
@@ -552,34 +620,82 @@ def chart_period(filters: Filters, now: datetime) -> tuple[date, date]:
     return start, end
 
 
-def completion_over_time(filters: Filters, now: datetime) -> list[ChartPoint]:
-    """Per week of closing: of the questionnaires whose window closed that week, how many were done."""
+def _chart_bounds(filters: Filters, now: datetime) -> tuple[date, datetime, datetime]:
     start, end = chart_period(filters, now)
     start_at = datetime.combine(start, datetime.min.time(), tzinfo=now.tzinfo)
     end_at = min(datetime.combine(end + timedelta(days=1), datetime.min.time(), now.tzinfo), now)
+    return start, start_at, end_at
+
+
+def _exact_weekly_counts(filters: Filters, now: datetime, start_at, end_at) -> sa.Select:
+    """(week, completed, closed) over the assignments that closed in [start_at, end_at)."""
     week = sa.cast(
         sa.func.floor(
             (_epoch_seconds(Assignment.closes_at) - int(start_at.timestamp())) / (7 * 86400.0)
         ),
         sa.Integer,
     ).label("week")
-    query = _assignments_in_scope(
-        sa.select(
-            week,
-            sa.func.sum(sa.case((Assignment.status == "completed", 1), else_=0)),
-            sa.func.count(),
-        ),
-        filters,
-        now,
-    ).where(
-        Assignment.status != "withdrawn",
-        Assignment.closes_at >= start_at,
-        Assignment.closes_at < end_at,
+    return (
+        _assignments_in_scope(
+            sa.select(
+                week,
+                sa.func.sum(sa.case((Assignment.status == "completed", 1), else_=0)),
+                sa.func.count(),
+            ),
+            filters,
+            now,
+        )
+        .where(
+            Assignment.status != "withdrawn",
+            Assignment.closes_at >= start_at,
+            Assignment.closes_at < end_at,
+        )
+        .group_by(week)
     )
-    totals = {
-        int(number): (int(done or 0), int(count))
-        for number, done, count in db.session.execute(query.group_by(week))
-    }
+
+
+def _tallied_weekly_counts(filters: Filters, now: datetime, start_at, end_at) -> sa.Select:
+    """The same from the tally for the whole hours, plus the current hour's assignments one by
+    one when the period ends now (the chart's weeks start at midnight UTC, on an hour)."""
+    tally = CompletionTally
+    first, last = hour_number(start_at), hour_number(end_at)
+    week = ((tally.closes_hour - first) // (7 * 24)).label("week")
+    query = sa.select(
+        week,
+        sa.func.sum(sa.case((tally.status == "completed", tally.total), else_=0)),
+        sa.func.sum(tally.total),
+    ).where(
+        tally.site_code.in_(filters.sites),
+        tally.status != "withdrawn",
+        tally.closes_hour >= first,
+        tally.closes_hour < last,
+    )
+    if filters.visit:
+        query = query.where(tally.visit_key == filters.visit)
+    if filters.instrument:
+        query = query.where(tally.instrument_id == filters.instrument)
+    query = query.group_by(week)
+    if hour_start(last) < end_at:
+        return sa.union_all(
+            query,
+            _exact_weekly_counts(filters, now, start_at, end_at).where(
+                Assignment.closes_at >= hour_start(last)
+            ),
+        )
+    return query
+
+
+def completion_over_time(filters: Filters, now: datetime) -> list[ChartPoint]:
+    """Per week of closing: of the questionnaires whose window closed that week, how many were done."""
+    start, start_at, end_at = _chart_bounds(filters, now)
+    if filters.study_id:
+        query = _exact_weekly_counts(filters, now, start_at, end_at)
+    else:
+        query = _tallied_weekly_counts(filters, now, start_at, end_at)
+    totals: dict[int, tuple[int, int]] = {}
+    for number, done, count in db.session.execute(query):
+        previous = totals.get(int(number), (0, 0))
+        totals[int(number)] = (previous[0] + int(done or 0), previous[1] + int(count or 0))
     weeks = max(0, (end_at.date() - start).days + 6) // 7
     return [ChartPoint(start + timedelta(weeks=n), *totals.get(n, (0, 0))) for n in range(weeks)]
 
@@ -630,8 +746,8 @@ def forget_cached_dashboards() -> None:
 def dashboard(filters: Filters, now: datetime | None = None) -> Dashboard:
     """Everything the dashboard shows, in a fixed number of statements.
 
-    The figures scan every assignment of the sites in scope, so each app process keeps the last
-    dashboards it computed, keyed by the filters, the audit trail's head and the minute: any
+    Each app process keeps the last dashboards it computed (a coordinator's htmx filters go back
+    and forth), keyed by the filters, the audit trail's head and the minute: any
     audited write (an answer, a submission, an acknowledgement, a withdrawal, a re-planning)
     or the next minute computes afresh. At worst a figure is a minute behind the clock
     (a questionnaire that just closed still counted as open).
@@ -785,9 +901,7 @@ def withdraw_participant(participant: Participant, staff: StaffUser, reason: str
             Assignment.status.in_(("planned", "in_progress")),
             sa.or_(
                 Assignment.closes_at > now,
-                sa.and_(
-                    Assignment.status == "in_progress", Assignment.closes_at > now - grace()
-                ),
+                sa.and_(Assignment.status == "in_progress", Assignment.closes_at > now - grace()),
             ),
         )
         .values(status="withdrawn")
