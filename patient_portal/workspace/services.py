@@ -425,6 +425,8 @@ def completion_summary(filters: Filters, now: datetime) -> list[SummaryRow]:
 
 
 def _matrix_participants(filters: Filters, now: datetime) -> sa.Select:
+    """The participants the matrix lists: of the sites in scope, with the study ID searched,
+    and with a questionnaire of the visit, instrument and state asked for."""
     query = sa.select(Participant.id).where(Participant.site_code.in_(filters.sites))
     if filters.study_id:
         query = query.where(Participant.study_id.startswith(filters.study_id, autoescape=True))
@@ -449,34 +451,30 @@ def _cell(counts: dict[str, int]) -> MatrixCell:
 
 
 def completion_matrix(filters: Filters, now: datetime) -> tuple[list[MatrixRow], int]:
-    """One page of participants by visit, each cell with its state; and the number of rows."""
-    matching = _matrix_participants(filters, now)
+    """One page of participants by visit, each cell with its state; and the number of rows.
+
+    The count and the page are two statements: a window count would read every matching
+    participant before the page's fifty, where the page alone walks the study ID index.
+    """
+    matching = _matrix_participants(filters, now).subquery()
+    total = db.session.scalar(sa.select(sa.func.count()).select_from(matching)) or 0
     page = db.session.execute(
-        sa.select(
-            Participant.id,
-            Participant.study_id,
-            Participant.site_code,
-            Participant.status,
-            sa.func.count().over().label("total"),
-        )
-        .where(Participant.id.in_(matching))
+        sa.select(Participant.id, Participant.study_id, Participant.site_code, Participant.status)
+        .where(Participant.id.in_(sa.select(matching.c.id)))
         .order_by(Participant.study_id)
         .limit(PAGE_SIZE)
         .offset((filters.page - 1) * PAGE_SIZE)
     ).all()
     if not page:
-        # Past the last page (an old link, a hand-typed number): say how many there are.
-        total = db.session.scalar(
-            sa.select(sa.func.count(Participant.id)).where(Participant.id.in_(matching))
-        )
-        return [], total or 0
-    total = page[0].total
+        return [], total
+    ids = [row.id for row in page]
     state = state_expression(now).label("state")
     visit = visit_key_expression().label("visit")
     cells_query = (
         sa.select(Assignment.participant_id, visit, state, sa.func.count())
-        .outerjoin(Visit, Visit.id == Assignment.visit_id)
-        .where(Assignment.participant_id.in_([row.id for row in page]))
+        # The visit's own participant too, so the join reads this page's visits only.
+        .outerjoin(Visit, sa.and_(Visit.id == Assignment.visit_id, Visit.participant_id.in_(ids)))
+        .where(Assignment.participant_id.in_(ids))
         .group_by(Assignment.participant_id, visit, state)
     )
     if filters.instrument:
@@ -521,7 +519,6 @@ def closing_soon(filters: Filters, now: datetime) -> list[FollowUp]:
         .where(
             Assignment.status.in_(("planned", "in_progress")),
             Assignment.opens_at <= now,
-            Assignment.opens_at > now - longest_window(),
             Assignment.closes_at > now,
             Assignment.closes_at <= now + CLOSING_SOON,
         )
@@ -536,15 +533,20 @@ def closing_soon(filters: Filters, now: datetime) -> list[FollowUp]:
 
 def recently_missed(filters: Filters, now: datetime) -> list[FollowUp]:
     """Questionnaires missed in the last 30 days by participants still in the study."""
-    state = state_expression(now)
+    # "Missed" as plain conditions on the stored status and closing time (the same rule as
+    # state_expression), which the planner can estimate: it then walks the index on closing
+    # times back from now and stops at the 50th.
+    missed = sa.or_(
+        sa.and_(Assignment.status == "planned", Assignment.closes_at <= now),
+        sa.and_(Assignment.status == "in_progress", Assignment.closes_at <= now - grace()),
+    )
     query = (
         _follow_up_query(filters, now, Assignment.closes_at)
         .where(
-            state == "missed",
+            missed,
             Participant.status != "withdrawn",
             Assignment.closes_at >= now - MISSED_SHOWN_FOR,
-            Assignment.opens_at >= now - MISSED_SHOWN_FOR - longest_window(),
-            Assignment.opens_at <= now,
+            Assignment.closes_at <= now,
         )
         .order_by(Assignment.closes_at.desc(), Participant.study_id)
         .limit(LIST_LIMIT)
@@ -556,36 +558,36 @@ def recently_missed(filters: Filters, now: datetime) -> list[FollowUp]:
 
 
 def inactive_participants(filters: Filters, now: datetime) -> tuple[list[FollowUp], int]:
-    """Participants in the study not seen on the portal for 14 days (or never), and how many."""
+    """Participants in the study not seen on the portal for 14 days (or never), and how many.
+
+    Counted and listed in two statements: the count joins everyone at once, the list walks
+    the study IDs in order and stops at the 50th.
+    """
     cutoff = now - INACTIVE_AFTER
+    conditions = [
+        Participant.site_code.in_(filters.sites),
+        Participant.status.in_(("enrolled", "active")),
+        Participant.created_at < cutoff,
+        ~sa.exists().where(
+            AuthSession.participant_id == Participant.id, AuthSession.last_seen_at >= cutoff
+        ),
+    ]
+    if filters.study_id:
+        conditions.append(Participant.study_id.startswith(filters.study_id, autoescape=True))
     last_seen = (
         sa.select(sa.func.max(AuthSession.last_seen_at))
         .where(AuthSession.participant_id == Participant.id)
         .scalar_subquery()
     )
-    query = (
-        sa.select(
-            Participant.study_id,
-            Participant.site_code,
-            last_seen.label("last_seen"),
-            sa.func.count().over().label("total"),
-        )
-        .where(
-            Participant.site_code.in_(filters.sites),
-            Participant.status.in_(("enrolled", "active")),
-            Participant.created_at < cutoff,
-            ~sa.exists().where(
-                AuthSession.participant_id == Participant.id, AuthSession.last_seen_at >= cutoff
-            ),
-        )
+    rows = db.session.execute(
+        sa.select(Participant.study_id, Participant.site_code, last_seen.label("last_seen"))
+        .where(*conditions)
         .order_by(Participant.study_id)
         .limit(LIST_LIMIT)
-    )
-    if filters.study_id:
-        query = query.where(Participant.study_id.startswith(filters.study_id, autoescape=True))
-    rows = db.session.execute(query).all()
+    ).all()
     items = [FollowUp("inactive", r.study_id, r.site_code, r.last_seen) for r in rows]
-    return items, rows[0].total if rows else 0
+    total = db.session.scalar(sa.select(sa.func.count(Participant.id)).where(*conditions))
+    return items, total or 0
 
 
 def unacknowledged_alerts(filters: Filters, limit: int = LIST_LIMIT) -> tuple[list[AlertLine], int]:
@@ -627,8 +629,11 @@ def _chart_bounds(filters: Filters, now: datetime) -> tuple[date, datetime, date
     return start, start_at, end_at
 
 
-def _exact_weekly_counts(filters: Filters, now: datetime, start_at, end_at) -> sa.Select:
-    """(week, completed, closed) over the assignments that closed in [start_at, end_at)."""
+def _exact_weekly_counts(
+    filters: Filters, now: datetime, start_at: datetime, end_at: datetime, since=None
+) -> sa.Select:
+    """(week, completed, closed) over the assignments that closed in [since, end_at), weeks
+    counted from start_at; `since` defaults to start_at (one range, so the index is used)."""
     week = sa.cast(
         sa.func.floor(
             (_epoch_seconds(Assignment.closes_at) - int(start_at.timestamp())) / (7 * 86400.0)
@@ -647,7 +652,7 @@ def _exact_weekly_counts(filters: Filters, now: datetime, start_at, end_at) -> s
         )
         .where(
             Assignment.status != "withdrawn",
-            Assignment.closes_at >= start_at,
+            Assignment.closes_at >= (since or start_at),
             Assignment.closes_at < end_at,
         )
         .group_by(week)
@@ -678,9 +683,7 @@ def _tallied_weekly_counts(filters: Filters, now: datetime, start_at, end_at) ->
     if hour_start(last) < end_at:
         return sa.union_all(
             query,
-            _exact_weekly_counts(filters, now, start_at, end_at).where(
-                Assignment.closes_at >= hour_start(last)
-            ),
+            _exact_weekly_counts(filters, now, start_at, end_at, since=hour_start(last)),
         )
     return query
 
