@@ -201,6 +201,34 @@ def state_expression(now: datetime) -> sa.ColumnElement[str]:
     )
 
 
+def state_condition(state: str, now: datetime) -> sa.ColumnElement[bool]:
+    """`state_expression(now) == state` as plain comparisons of the stored status and times,
+    which the planner can estimate and serve from the indexes on opening and closing times."""
+    not_done = Assignment.status.in_(("planned", "in_progress"))
+    started = Assignment.status == "in_progress"
+    if state in ("completed", "withdrawn"):
+        return Assignment.status == state
+    if state == "upcoming":
+        return sa.and_(not_done, Assignment.opens_at > now)
+    if state == "open":
+        return sa.and_(
+            not_done,
+            Assignment.opens_at <= now,
+            # Implied (nothing stays open longer), and it bounds the search on opening times.
+            Assignment.opens_at > now - longest_window(),
+            sa.or_(
+                Assignment.closes_at > now,
+                sa.and_(started, Assignment.closes_at > now - grace()),
+            ),
+        )
+    if state == "missed":
+        return sa.or_(
+            sa.and_(Assignment.status == "planned", Assignment.closes_at <= now),
+            sa.and_(started, Assignment.closes_at <= now - grace()),
+        )
+    raise ValueError(state)
+
+
 def visit_key_expression() -> sa.ColumnElement[str]:
     """The visit code of a visit's questionnaire, or the series code of a series occurrence."""
     return sa.func.coalesce(Visit.code, Assignment.series_code)
@@ -426,15 +454,29 @@ def completion_summary(filters: Filters, now: datetime) -> list[SummaryRow]:
 
 def _matrix_participants(filters: Filters, now: datetime) -> sa.Select:
     """The participants the matrix lists: of the sites in scope, with the study ID searched,
-    and with a questionnaire of the visit, instrument and state asked for."""
+    and with a questionnaire of the visit, instrument and state asked for (a correlated
+    EXISTS, so a page can stop at its fiftieth participant)."""
     query = sa.select(Participant.id).where(Participant.site_code.in_(filters.sites))
     if filters.study_id:
         query = query.where(Participant.study_id.startswith(filters.study_id, autoescape=True))
     if filters.visit or filters.instrument or filters.state:
-        matching = _assignments_in_scope(sa.select(Assignment.participant_id), filters, now)
+        wanted = sa.select(Assignment.id).where(Assignment.participant_id == Participant.id)
+        if filters.visit in {series.code for series in get_protocol().series}:
+            wanted = wanted.where(Assignment.series_code == filters.visit)
+        elif filters.visit:
+            wanted = wanted.join(
+                Visit,
+                sa.and_(
+                    Visit.id == Assignment.visit_id,
+                    Visit.participant_id == Participant.id,
+                    Visit.code == filters.visit,
+                ),
+            )
+        if filters.instrument:
+            wanted = wanted.where(Assignment.instrument_id == filters.instrument)
         if filters.state:
-            matching = matching.where(state_expression(now) == filters.state)
-        query = query.where(Participant.id.in_(matching))
+            wanted = wanted.where(state_condition(filters.state, now))
+        query = query.where(wanted.exists())
     return query
 
 
@@ -533,13 +575,9 @@ def closing_soon(filters: Filters, now: datetime) -> list[FollowUp]:
 
 def recently_missed(filters: Filters, now: datetime) -> list[FollowUp]:
     """Questionnaires missed in the last 30 days by participants still in the study."""
-    # "Missed" as plain conditions on the stored status and closing time (the same rule as
-    # state_expression), which the planner can estimate: it then walks the index on closing
-    # times back from now and stops at the 50th.
-    missed = sa.or_(
-        sa.and_(Assignment.status == "planned", Assignment.closes_at <= now),
-        sa.and_(Assignment.status == "in_progress", Assignment.closes_at <= now - grace()),
-    )
+    # As plain conditions, the planner walks the index on closing times back from now and
+    # stops at the 50th.
+    missed = state_condition("missed", now)
     query = (
         _follow_up_query(filters, now, Assignment.closes_at)
         .where(

@@ -150,6 +150,14 @@ def test_summary_from_the_tally_equals_the_row_by_row_count_at_every_edge(app, i
             from_tally, counted = _summary_both_ways(filters, now)
             assert from_tally == counted, (now, filters)
             checked += 1
+        # The plain conditions the lists and the matrix filter use agree with the state rule.
+        for state in services.STATES:
+            by_rule = sa.select(Assignment.id).where(services.state_expression(now) == state)
+            by_condition = sa.select(Assignment.id).where(services.state_condition(state, now))
+            assert set(db.session.scalars(by_rule)) == set(db.session.scalars(by_condition)), (
+                now,
+                state,
+            )
     assert checked > 100
     # The started one is still open a microsecond before its grace period ends, missed at its end.
     end_of_grace = started.closes_at + questionnaire_services.grace()
