@@ -71,11 +71,15 @@ def seed(
     start_number: int = 1,
     answers_for: int = 0,
     now: datetime | None = None,
+    commit_batches: bool = False,
 ) -> dict[str, int]:
     """Bulk insert participants with visits, a year of assignments and some answers; row counts.
 
     Times are UTC midnights rather than each site's wall clock: the dashboard's queries do not
-    care, and zoneinfo for millions of rows would dominate the seeding time.
+    care, and zoneinfo for millions of rows would dominate the seeding time. With
+    `commit_batches`, each batch is its own transaction, as a live system's writes are: in one
+    long transaction every batch adds a version of most completion tally rows, and PostgreSQL
+    cannot prune them until the end.
     """
     from patient_portal.accounts.models import AuthSession, Participant
     from patient_portal.protocol.services import get_protocol
@@ -251,6 +255,8 @@ def seed(
         if len(rows["assignment"]) >= BATCH:
             for name in ("participant", "visit", "assignment", "submission", "answer"):
                 _insert(session, tables[name], rows[name])
+            if commit_batches:
+                session.commit()
     for name in tables:
         _insert(session, tables[name], rows[name])
     if session.get_bind().dialect.name == "postgresql":
@@ -343,6 +349,7 @@ def measure(engine: str, sizes: list[int], answers_for: int, repeat: int) -> dic
                     participants=size - seeded,
                     start_number=seeded + 1,
                     answers_for=max(0, answers_for - seeded),
+                    commit_batches=True,
                 )
                 db.session.commit()
                 if engine == "postgresql":

@@ -4,6 +4,7 @@ moment, including the instant a questionnaire opens, closes or its grace period 
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from datetime import date, timedelta
 
@@ -241,3 +242,50 @@ def test_tally_is_filled_for_assignments_written_before_the_migration(app, make_
     assert db.session.scalar(sa.select(sa.func.sum(CompletionTally.total))) == planned
     _assert_tally_matches_recount()
     assert db.session.get(Participant, person.id) is not None
+
+
+def test_concurrent_submissions_on_the_same_tally_rows_lose_no_count(app, make_participant):
+    """Participants who started the same day share tally rows; four writers completing their
+    questionnaires at once, each in its own transactions, must leave a tally equal to a recount."""
+    day0 = db_module.utcnow().date() - timedelta(days=100)
+    people = [make_participant(site_code="JGH", day0=day0) for _ in range(8)]
+    db.session.commit()
+    now = db_module.utcnow()
+    work = [
+        list(
+            db.session.scalars(
+                sa.select(Assignment.id).where(
+                    Assignment.participant_id.in_([p.id for p in people[n::4]]),
+                    Assignment.closes_at <= now,
+                )
+            )
+        )
+        for n in range(4)
+    ]
+    assert all(work)
+    start = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def complete(ids: list[int]) -> None:
+        try:
+            with app.app_context():
+                start.wait()
+                for assignment_id in ids:
+                    db.session.get(Assignment, assignment_id).status = "completed"
+                    db.session.commit()
+                db.session.remove()
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=complete, args=(ids,)) for ids in work]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    db.session.expire_all()
+    _assert_tally_matches_recount()
+    completed = db.session.scalar(
+        sa.select(sa.func.sum(CompletionTally.total)).where(CompletionTally.status == "completed")
+    )
+    assert completed == sum(len(ids) for ids in work)
