@@ -8,8 +8,10 @@ en_CA, fr_FR) and the site's wall-clock time zone, never the server's.
 from __future__ import annotations
 
 from datetime import date, datetime
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
+from babel import Locale
 from babel import dates as babel_dates
 from babel import numbers as babel_numbers
 from flask import Flask, current_app, request
@@ -53,11 +55,17 @@ def formatting_locale(language: str, country: str | None) -> str:
     return f"{language}_{country}"
 
 
+@lru_cache(maxsize=16)
+def babel_locale(identifier: str) -> Locale:
+    """A parsed locale, kept: parsing one per date was most of a long list's formatting time."""
+    return Locale.parse(identifier)
+
+
 def format_date(value: date | datetime, locale: str, zone: ZoneInfo, format: str = "full") -> str:
     """A calendar date in the site's zone: « jeudi 3 décembre 2026 » / “Thursday, December 3, 2026”."""
     if isinstance(value, datetime):
         value = value.astimezone(zone).date()
-    return babel_dates.format_date(value, format=format, locale=locale)
+    return babel_dates.format_date(value, format=format, locale=babel_locale(locale))
 
 
 def format_time(value: datetime, locale: str, zone: ZoneInfo) -> str:
@@ -68,14 +76,14 @@ def format_time(value: datetime, locale: str, zone: ZoneInfo) -> str:
 def format_datetime(value: datetime, locale: str, zone: ZoneInfo, format: str = "long") -> str:
     """Date and time in the site's zone, in the formatting locale."""
     return babel_dates.format_datetime(
-        value.astimezone(zone), format=format, locale=locale, tzinfo=zone
+        value.astimezone(zone), format=format, locale=babel_locale(locale), tzinfo=zone
     )
 
 
 def format_number(value: float | int, locale: str, decimals: int = 0) -> str:
     """A number with the locale's separators: 1 234,5 in French, 1,234.5 in English."""
     pattern = "#,##0" + ("." + "0" * decimals if decimals else "")
-    return babel_numbers.format_decimal(value, format=pattern, locale=locale)
+    return babel_numbers.format_decimal(value, format=pattern, locale=babel_locale(locale))
 
 
 def format_relative_days(days: int, locale: str) -> str:
