@@ -1,5 +1,5 @@
 """completion tally: the dashboard's counts per site, visit, questionnaire, status and hour,
-kept by triggers on assignment; an index on assignment.closes_at
+kept by triggers on assignment; an index on assignment (closes_at, id)
 
 Revision ID: 7b2e4c6d8f10
 Revises: 5e1a7c3b9d20
@@ -126,7 +126,7 @@ def upgrade():
     sa.PrimaryKeyConstraint('site_code', 'visit_key', 'instrument_id', 'status', 'opens_hour', 'closes_hour', name=op.f('pk_completion_tally'))
     )
     with op.batch_alter_table('assignment', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_assignment_closes_at'), ['closes_at'], unique=False)
+        batch_op.create_index('ix_assignment_closes_at', ['closes_at', 'id'], unique=False)
 
     if op.get_bind().dialect.name == "postgresql":
         hour = _postgresql_hour
@@ -153,6 +153,6 @@ def downgrade():
         for event in ("insert", "delete", "update"):
             op.execute(f"DROP TRIGGER completion_tally_{event}")
     with op.batch_alter_table('assignment', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_assignment_closes_at'))
+        batch_op.drop_index('ix_assignment_closes_at')
 
     op.drop_table('completion_tally')

@@ -564,7 +564,7 @@ def closing_soon(filters: Filters, now: datetime) -> list[FollowUp]:
             Assignment.closes_at > now,
             Assignment.closes_at <= now + CLOSING_SOON,
         )
-        .order_by(Assignment.closes_at, Participant.study_id)
+        .order_by(Assignment.closes_at, Assignment.id)
         .limit(LIST_LIMIT)
     )
     return [
@@ -586,7 +586,7 @@ def recently_missed(filters: Filters, now: datetime) -> list[FollowUp]:
             Assignment.closes_at >= now - MISSED_SHOWN_FOR,
             Assignment.closes_at <= now,
         )
-        .order_by(Assignment.closes_at.desc(), Participant.study_id)
+        .order_by(Assignment.closes_at.desc(), Assignment.id.desc())
         .limit(LIST_LIMIT)
     )
     return [
