@@ -460,18 +460,18 @@ def _matrix_participants(filters: Filters, now: datetime) -> sa.Select:
     if filters.study_id:
         query = query.where(Participant.study_id.startswith(filters.study_id, autoescape=True))
     if filters.visit or filters.instrument or filters.state:
-        wanted = sa.select(Assignment.id).where(Assignment.participant_id == Participant.id)
-        if filters.visit in {series.code for series in get_protocol().series}:
-            wanted = wanted.where(Assignment.series_code == filters.visit)
-        elif filters.visit:
-            wanted = wanted.join(
-                Visit,
-                sa.and_(
-                    Visit.id == Assignment.visit_id,
-                    Visit.participant_id == Participant.id,
-                    Visit.code == filters.visit,
-                ),
+        series = {series.code for series in get_protocol().series}
+        if filters.visit and filters.visit not in series:
+            # Found through the participant's visit (one index probe), then its questionnaires.
+            wanted = (
+                sa.select(Assignment.id)
+                .join(Visit, Visit.id == Assignment.visit_id)
+                .where(Visit.participant_id == Participant.id, Visit.code == filters.visit)
             )
+        else:
+            wanted = sa.select(Assignment.id).where(Assignment.participant_id == Participant.id)
+            if filters.visit:
+                wanted = wanted.where(Assignment.series_code == filters.visit)
         if filters.instrument:
             wanted = wanted.where(Assignment.instrument_id == filters.instrument)
         if filters.state:
