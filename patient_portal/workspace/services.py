@@ -440,8 +440,6 @@ def completion_summary(filters: Filters, now: datetime) -> list[SummaryRow]:
         query = _tallied_state_counts(filters, now)
     rows: dict[tuple[str, str, str], SummaryRow] = {}
     for site, visit_code, instrument_id, state_name, count in db.session.execute(query):
-        if not count:
-            continue
         key = (site, visit_code, instrument_id)
         row = rows.setdefault(key, SummaryRow(site, visit_code, instrument_id))
         row.counts[state_name] += int(count)
