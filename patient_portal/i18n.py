@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 from babel import Locale
 from babel import dates as babel_dates
 from babel import numbers as babel_numbers
-from flask import Flask, current_app, request
+from flask import Flask, current_app, g, request
 from flask_babel import get_locale, gettext
 from flask_login import current_user
 
@@ -41,11 +41,8 @@ def select_language() -> str:
 
 
 def current_language() -> str:
-    return (
-        str(get_locale().language)
-        if get_locale()
-        else current_app.config["PORTAL_DEFAULT_LANGUAGE"]
-    )
+    locale = get_locale()
+    return str(locale.language) if locale else current_app.config["PORTAL_DEFAULT_LANGUAGE"]
 
 
 def formatting_locale(language: str, country: str | None) -> str:
@@ -110,15 +107,26 @@ def person_locale_and_zone(person) -> tuple[str, ZoneInfo]:
     return formatting_locale(language, None), ZoneInfo("America/Toronto")
 
 
+def viewer_locale_and_zone() -> tuple[str, ZoneInfo]:
+    """person_locale_and_zone for the signed-in person, worked out once per request and
+    language (a coordinator's dashboard formats some 200 dates)."""
+    key = (current_language(), current_user.get_id() if current_user else None)
+    cached = g.get("viewer_locale_and_zone")
+    if cached is None or cached[0] != key:
+        cached = (key, person_locale_and_zone(current_user))
+        g.viewer_locale_and_zone = cached
+    return cached[1]
+
+
 def local_datetime(value: datetime, format: str = "medium") -> str:
     """A moment shown to the signed-in person in their locale and their site's zone."""
-    locale, zone = person_locale_and_zone(current_user)
+    locale, zone = viewer_locale_and_zone()
     return format_datetime(value, locale, zone, format)
 
 
 def local_date(value: date | datetime, format: str = "medium") -> str:
     """A calendar date for the signed-in person, in their formatting locale."""
-    locale, zone = person_locale_and_zone(current_user)
+    locale, zone = viewer_locale_and_zone()
     return format_date(value, locale, zone, format)
 
 

@@ -33,7 +33,7 @@ from patient_portal import audit
 from patient_portal.accounts.auth import participant_of_visible_site, require
 from patient_portal.errors import render_error
 from patient_portal.extensions import db
-from patient_portal.i18n import current_language, format_date, person_locale_and_zone
+from patient_portal.i18n import babel_locale, current_language, format_date, viewer_locale_and_zone
 from patient_portal.protocol.services import get_protocol
 from patient_portal.questionnaires import services as questionnaire_services
 from patient_portal.questionnaires.loader import get_instruments
@@ -83,12 +83,12 @@ def instrument_label(instrument_id: str) -> str:
 def percent(value: float | None) -> str:
     if value is None:
         return "—"
-    locale, _zone = person_locale_and_zone(current_user)
-    return format_percent(value, locale=locale)
+    locale, _zone = viewer_locale_and_zone()
+    return format_percent(value, locale=babel_locale(locale))
 
 
 def short_date(value: date) -> str:
-    locale, zone = person_locale_and_zone(current_user)
+    locale, zone = viewer_locale_and_zone()
     return format_date(value, locale, zone, format="short")
 
 
