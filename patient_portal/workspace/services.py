@@ -452,30 +452,39 @@ def completion_summary(filters: Filters, now: datetime) -> list[SummaryRow]:
 
 def _matrix_participants(filters: Filters, now: datetime) -> sa.Select:
     """The participants the matrix lists: of the sites in scope, with the study ID searched,
-    and with a questionnaire of the visit, instrument and state asked for (a correlated
-    EXISTS, so a page can stop at its fiftieth participant)."""
+    and with a questionnaire of the visit, instrument and state asked for.
+
+    Questionnaires open now lie in a short range of opening times, so they are looked up once
+    (IN); any other filter is checked participant by participant (a correlated EXISTS), so a
+    page can stop at its fiftieth.
+    """
     query = sa.select(Participant.id).where(Participant.site_code.in_(filters.sites))
     if filters.study_id:
         query = query.where(Participant.study_id.startswith(filters.study_id, autoescape=True))
-    if filters.visit or filters.instrument or filters.state:
-        series = {series.code for series in get_protocol().series}
-        if filters.visit and filters.visit not in series:
-            # Found through the participant's visit (one index probe), then its questionnaires.
-            wanted = (
-                sa.select(Assignment.id)
-                .join(Visit, Visit.id == Assignment.visit_id)
-                .where(Visit.participant_id == Participant.id, Visit.code == filters.visit)
-            )
-        else:
-            wanted = sa.select(Assignment.id).where(Assignment.participant_id == Participant.id)
-            if filters.visit:
-                wanted = wanted.where(Assignment.series_code == filters.visit)
-        if filters.instrument:
-            wanted = wanted.where(Assignment.instrument_id == filters.instrument)
-        if filters.state:
-            wanted = wanted.where(state_condition(filters.state, now))
-        query = query.where(wanted.exists())
-    return query
+    if not (filters.visit or filters.instrument or filters.state):
+        return query
+    series = {series.code for series in get_protocol().series}
+    correlated = filters.state != "open"
+    if filters.visit and filters.visit not in series:
+        # Through the participant's visit (one index probe), then its questionnaires.
+        wanted = (
+            sa.select(Visit.participant_id)
+            .join(Assignment, Assignment.visit_id == Visit.id)
+            .where(Visit.code == filters.visit)
+        )
+        owner = Visit.participant_id
+    else:
+        wanted = sa.select(Assignment.participant_id)
+        owner = Assignment.participant_id
+        if filters.visit:
+            wanted = wanted.where(Assignment.series_code == filters.visit)
+    if filters.instrument:
+        wanted = wanted.where(Assignment.instrument_id == filters.instrument)
+    if filters.state:
+        wanted = wanted.where(state_condition(filters.state, now))
+    if correlated:
+        return query.where(wanted.where(owner == Participant.id).exists())
+    return query.where(Participant.id.in_(wanted))
 
 
 def _cell(counts: dict[str, int]) -> MatrixCell:

@@ -246,3 +246,38 @@ def test_a_page_past_the_last_still_says_how_many_participants_match(signed_in, 
     in_year(days=100)
     page = _text(signed_in.get("/staff/dashboard?page=40"))
     assert "2 participants match these filters." in page
+
+
+def test_matrix_filters_match_the_state_of_each_questionnaire(app, in_year):
+    """Every state, alone and with a visit or the weekly series, selects exactly the
+    participants who have such a questionnaire by Assignment.state."""
+    people = [
+        in_year("JGH", days=40, habit="some"),
+        in_year("JGH", days=3, habit="all"),
+        in_year("JGH", days=200, habit="none"),
+        in_year("JGH", days=-10, habit="none"),  # day 0 still to come
+    ]
+    now = services.db_module.utcnow()
+    from patient_portal.questionnaires.services import grace
+    from patient_portal.schedule.models import Visit
+
+    visit_codes = dict(db.session.execute(sa.select(Visit.id, Visit.code)).all())
+    rows = db.session.scalars(sa.select(Assignment)).all()
+    series = services.get_protocol().series[0].code
+    for visit in (None, "M1", series):
+        for state in (None, *services.STATES):
+            if visit is None and state is None:
+                continue
+            filters = services.Filters(sites=("JGH",), visit=visit, state=state)
+            found = set(db.session.scalars(services._matrix_participants(filters, now)))
+            expected = set()
+            for assignment in rows:
+                key = assignment.series_code or visit_codes[assignment.visit_id]
+                shown = assignment.state(now, grace())
+                shown = "open" if shown == "in_progress" else shown
+                if (visit is None or key == visit) and (state is None or shown == state):
+                    expected.add(assignment.participant_id)
+            assert found == expected, (visit, state)
+    assert {p.id for p in people} == set(
+        db.session.scalars(services._matrix_participants(services.Filters(sites=("JGH",)), now))
+    )
