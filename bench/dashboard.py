@@ -11,8 +11,9 @@ dashboard's server time (GET /staff/dashboard through the app, as an admin, medi
 cold (figures computed from the database, as after any audited write) and warm (the process's
 cached dashboard, same minute, nothing written since), the cold time of a few filtered views, and
 the answers CSV export rate (answers per second, streamed to nowhere). The seed goes through the
-completion tally's triggers like any write; the tally is then checked against a recount. Prints one line per size and merges the figures into
-bench/results.json under "dashboard".
+completion tally's triggers like any write; the tally is then checked against a recount. Prints
+two lines per size and merges the figures into bench/results.json under "dashboard", per engine
+and size, each with the time it was measured.
 
 Targets (issue 7): 10,000 participants < 150 ms, 100,000 < 1.5 s, export ≥ 50,000 answers/s.
 PostgreSQL is the database at BENCH_PGHOST (127.0.0.1) as BENCH_PGUSER (postgres), database
@@ -448,14 +449,23 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",") if size]
     sys.path.insert(0, str(ROOT))
-    figures = {
-        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "answers_seeded_for": args.answers_for,
+    measured_at = datetime.now(UTC).isoformat(timespec="seconds")
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    dashboard = results.setdefault("dashboard", {})
+    # Figures are kept per engine and size, each with when it was measured, so a quick run of
+    # the small sizes does not erase the last 100,000-participant figures.
+    earlier = {
+        key: dashboard.pop(key) for key in ("measured_at", "answers_seeded_for") if key in dashboard
     }
     for engine in args.engines.split(","):
-        figures[engine] = measure(engine, sizes, args.answers_for, args.repeat)
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    results["dashboard"] = figures
+        figures = measure(engine, sizes, args.answers_for, args.repeat)
+        for size, row in figures.items():
+            row.update(measured_at=measured_at, answers_seeded_for=args.answers_for)
+            dashboard.setdefault(engine, {})[size] = row
+    for rows in dashboard.values():
+        for row in rows.values():
+            for key, value in earlier.items():
+                row.setdefault(key, value)
     RESULTS.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     print(f"Merged into {RESULTS.relative_to(ROOT)}")
 
