@@ -39,6 +39,8 @@ class CompletionTally(db.Model):
     """How many assignments share these values; written only by the triggers on `assignment`."""
 
     __tablename__ = "completion_tally"
+    # On SQLite the rows live in the primary key's b-tree (no rowid): read in key order, once.
+    __table_args__ = {"sqlite_with_rowid": False}
 
     site_code: Mapped[str] = mapped_column(sa.String(10), primary_key=True)
     # The visit's code, or the series code of a series occurrence (the weekly check-in).
