@@ -36,6 +36,20 @@ def _exact(query) -> Counter:
     return +counts  # drop zeros
 
 
+def _open_questionnaire(person: Participant, now) -> Assignment:
+    """One of the participant's questionnaires open now and not started."""
+    current = db.session.scalars(
+        sa.select(Assignment).where(
+            Assignment.participant_id == person.id,
+            Assignment.opens_at <= now,
+            Assignment.closes_at > now,
+            Assignment.status == "planned",
+        )
+    ).first()
+    assert current is not None
+    return current
+
+
 def _summary_both_ways(filters: services.Filters, now) -> tuple[Counter, Counter]:
     return (
         _exact(services._tallied_state_counts(filters, now)),
@@ -55,15 +69,7 @@ def test_tally_follows_planning_answers_submission_day0_change_and_withdrawal(
 
     # A participant starts this week's check-in: planned -> in progress.
     now = db_module.utcnow()
-    current = db.session.scalars(
-        sa.select(Assignment).where(
-            Assignment.participant_id == person.id,
-            Assignment.opens_at <= now,
-            Assignment.closes_at > now,
-            Assignment.status == "planned",
-        )
-    ).first()
-    assert current is not None
+    current = _open_questionnaire(person, now)
     instrument = questionnaire_services.get_instrument(current.instrument_id)
     item = next(item for item in instrument.items if item.type == "rating_0_10")
     questionnaire_services.save_answer(current, item.id, "3", person)
@@ -94,13 +100,7 @@ def test_tally_follows_planning_answers_submission_day0_change_and_withdrawal(
 def test_tally_follows_submission(app, in_year):
     person = in_year("JGH", days=40, habit="none")
     now = db_module.utcnow()
-    current = db.session.scalars(
-        sa.select(Assignment).where(
-            Assignment.participant_id == person.id,
-            Assignment.opens_at <= now,
-            Assignment.closes_at > now,
-        )
-    ).first()
+    current = _open_questionnaire(person, now)
     before = services.completion_summary(services.Filters(sites=("JGH",)), now)
     done_before = sum(row.counts["completed"] for row in before)
     from patient_portal.demo import answer_and_submit
