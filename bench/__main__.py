@@ -84,9 +84,8 @@ def participant_session(env: dict[str, str]) -> tuple[str, str]:
     saved = dict(os.environ)
     os.environ.update(env)
     try:
-        from patient_portal import create_app
+        from patient_portal import clock, create_app
         from patient_portal.accounts.models import AuthSession, Participant
-        from patient_portal.db import utcnow
         from patient_portal.extensions import db
         from patient_portal.questionnaires.models import Assignment
         from patient_portal.security import SESSION_LIMITS, token_digest
@@ -95,23 +94,24 @@ def participant_session(env: dict[str, str]) -> tuple[str, str]:
         with app.app_context():
             # A demo participant with a questionnaire open now and not yet sent, so that the
             # item page and its autosave can be measured too.
-            now = utcnow()
-            participant = db.session.scalars(
-                sa.select(Participant)
-                .join(Assignment, Assignment.participant_id == Participant.id)
-                .where(
-                    Participant.status != "withdrawn",
-                    Assignment.opens_at <= now,
-                    Assignment.closes_at > now,
-                    Assignment.status.in_(("planned", "in_progress")),
-                    ~Assignment.submission.has(),
-                )
-                .order_by(Participant.study_id)
-            ).first() or db.session.scalars(
-                sa.select(Participant).order_by(Participant.study_id)
-            ).first()
+            now = clock.now()
+            participant = (
+                db.session.scalars(
+                    sa.select(Participant)
+                    .join(Assignment, Assignment.participant_id == Participant.id)
+                    .where(
+                        Participant.status != "withdrawn",
+                        Assignment.opens_at <= now,
+                        Assignment.closes_at > now,
+                        Assignment.status.in_(("planned", "in_progress")),
+                        ~Assignment.submission.has(),
+                    )
+                    .order_by(Participant.study_id)
+                ).first()
+                or db.session.scalars(sa.select(Participant).order_by(Participant.study_id)).first()
+            )
             token = secrets.token_urlsafe(32)
-            now = utcnow()
+            now = clock.now()
             db.session.add(
                 AuthSession(
                     id=token_digest(token),

@@ -132,14 +132,13 @@ def make_all_due() -> int:
     """Every reminder back to planned and due now, with an hour to go; no attempt on record."""
     import sqlalchemy as sa
 
-    from patient_portal import create_app
-    from patient_portal.db import utcnow
+    from patient_portal import clock, create_app
     from patient_portal.extensions import db
     from patient_portal.reminders.models import Reminder, ReminderAttempt
 
     app = create_app()
     with app.app_context():
-        now = utcnow()
+        now = clock.now()
         db.session.execute(sa.delete(ReminderAttempt))
         count = db.session.execute(
             sa.update(Reminder).values(

@@ -22,7 +22,8 @@ from flask.cli import AppGroup
 from flask_login import current_user
 from sqlalchemy.orm import Mapped, mapped_column
 
-from patient_portal.db import UTCDateTime, utcnow
+from patient_portal import clock
+from patient_portal.db import UTCDateTime
 from patient_portal.extensions import db
 
 GENESIS_HASH = "0" * 64
@@ -34,7 +35,7 @@ class AuditEvent(db.Model):
     __tablename__ = "audit_event"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=clock.wall_time, index=True)
     actor: Mapped[str] = mapped_column(sa.String(120))
     action: Mapped[str] = mapped_column(sa.String(60), index=True)
     entity: Mapped[str] = mapped_column(sa.String(60))
@@ -104,7 +105,7 @@ def record(
     last_hash = session.scalar(sa.select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1))
     # Microseconds survive both engines, so the hash read back equals the hash written.
     event = AuditEvent(
-        at=utcnow(),
+        at=clock.wall_time(),
         actor=actor or current_actor(),
         action=action,
         entity=entity,

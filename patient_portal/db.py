@@ -44,11 +44,6 @@ class UTCDateTime(sa.types.TypeDecorator):
         return value.replace(tzinfo=UTC)
 
 
-def utcnow() -> datetime:
-    """The current time, aware, in UTC. Tests travel in time by patching this one function."""
-    return datetime.now(UTC)
-
-
 def set_sqlite_pragmas(dbapi_connection, connection_record) -> None:
     """Foreign keys on, WAL for concurrent readers, and a busy timeout instead of instant errors."""
     cursor = dbapi_connection.cursor()

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from flask import Flask
 from flask.cli import AppGroup
 
-from patient_portal import db as db_module
+from patient_portal import clock
 from patient_portal.accounts import services
 from patient_portal.accounts.models import AuthSession, Participant, StaffUser
 from patient_portal.extensions import db
@@ -50,17 +50,12 @@ ALERT_ANSWERS = {"breathing": 8}
 
 @contextmanager
 def as_of(moment: datetime) -> Iterator[None]:
-    """Run questionnaire services as if it were `moment` (demo and benchmark data only).
+    """Run services as if it were `moment` (demo and benchmark data only).
 
-    The services read the clock through patient_portal.db.utcnow, the one function the tests
-    also move; audit events keep the real time, which is when the rows were written.
+    Audit events keep the real time (clock.wall_time), which is when the rows were written.
     """
-    real = db_module.utcnow
-    db_module.utcnow = lambda: moment
-    try:
+    with clock.stopped_at(moment):
         yield
-    finally:
-        db_module.utcnow = real
 
 
 def typical_answers(instrument: Instrument, level: int, extra: dict | None = None) -> dict:
@@ -150,7 +145,7 @@ def load_demo() -> bool:
         DEMO_COORDINATOR, "Camille Demo", "coordinator", ["JGH", "CHUM"], None
     )
     services.create_staff(DEMO_ADMIN, "Alex Demo", "admin", [], None)
-    now = db_module.utcnow()
+    now = clock.now()
     today = now.date()
     for site, language, days, habit in DEMO_PARTICIPANTS:
         participant, _ = services.enrol_participant(

@@ -16,8 +16,8 @@ from flask import Flask, Request, Response, request
 from flask.sessions import SessionInterface, SessionMixin
 from werkzeug.datastructures import CallbackDict
 
+from patient_portal import clock
 from patient_portal.accounts.models import AuthSession, Participant, StaffUser
-from patient_portal.db import utcnow
 from patient_portal.extensions import db
 
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -86,7 +86,7 @@ class ServerSessionInterface(SessionInterface):
         if not token or len(token) > 100:
             return ServerSession()
         record = db.session.get(AuthSession, token_digest(token))
-        now = utcnow()
+        now = clock.now()
         if record is None or not session_is_live(record, now):
             return ServerSession()
         session = ServerSession(dict(record.data), record_id=record.id)
@@ -102,7 +102,7 @@ class ServerSessionInterface(SessionInterface):
         if session.ended:
             response.delete_cookie(name, path="/", domain=self.get_cookie_domain(app))
             return
-        now = utcnow()
+        now = clock.now()
         # Its own short transaction: the request's unit of work has committed or rolled back
         # by now, and session bookkeeping must never commit half of a failed request.
         if session.record_id is None:
@@ -146,7 +146,7 @@ def start_authenticated_session(
     session: ServerSession, owner: Participant | StaffUser
 ) -> AuthSession:
     """A new session row and token for this owner (never reuse the pre-login id); flushes."""
-    now = utcnow()
+    now = clock.now()
     if session.record_id is not None:
         db.session.execute(sa.delete(AuthSession).where(AuthSession.id == session.record_id))
     _, absolute = SESSION_LIMITS[owner.kind]
@@ -173,7 +173,7 @@ def end_session(session: ServerSession) -> None:
         db.session.execute(
             sa.update(AuthSession)
             .where(AuthSession.id == session.record_id)
-            .values(revoked_at=utcnow())
+            .values(revoked_at=clock.now())
         )
         db.session.flush()
     session.clear()

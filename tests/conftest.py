@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 
-from patient_portal import create_app
+from patient_portal import clock, create_app
 from patient_portal.extensions import db, limiter
 
 pytest_plugins = ["tests.factories"]
@@ -146,3 +147,25 @@ def csrf_token_for(client: FlaskClient, path: str = "/") -> str:
 @pytest.fixture
 def csrf_token():
     return csrf_token_for
+
+
+class StoppedClock:
+    """The portal's clock, stopped at a moment the test moves: now() reads it, now(moment) or
+    now.set(moment) moves it."""
+
+    def __call__(self, moment: datetime | None = None) -> datetime:
+        if moment is not None:
+            self.set(moment)
+        return clock.now()
+
+    def set(self, moment: datetime) -> None:
+        clock.set_to(moment)
+
+
+@pytest.fixture
+def now() -> Iterator[StoppedClock]:
+    """The clock stopped at 20 November 2026, 15:00 UTC, until the test moves it."""
+    stopped = StoppedClock()
+    stopped.set(datetime(2026, 11, 20, 15, 0, tzinfo=UTC))
+    yield stopped
+    clock.set_to(None)

@@ -10,9 +10,9 @@ import pytest
 from factory.alchemy import SQLAlchemyModelFactory
 from flask.testing import FlaskClient
 
+from patient_portal import clock
 from patient_portal.accounts.models import AuthSession, Participant, StaffSite, StaffUser
 from patient_portal.accounts.services import plan_participant_year
-from patient_portal.db import utcnow
 from patient_portal.extensions import db
 from patient_portal.security import SESSION_LIMITS, token_digest
 
@@ -82,7 +82,7 @@ def make_staff(app):
 def open_session_for(owner) -> str:
     """A live server-side session for the owner, as a passkey sign-in would leave; its token."""
     token = secrets.token_urlsafe(32)
-    now = utcnow()
+    now = clock.now()
     owner_field = (
         {"participant_id": owner.id} if owner.kind == "participant" else {"staff_id": owner.id}
     )

@@ -10,7 +10,8 @@ from datetime import date, datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from patient_portal.db import UTCDateTime, utcnow
+from patient_portal import clock
+from patient_portal.db import UTCDateTime
 from patient_portal.extensions import db
 
 LANGUAGES = ("fr", "en")
@@ -30,7 +31,7 @@ class Participant(db.Model):
     language: Mapped[str] = mapped_column(sa.String(2))
     day0: Mapped[date | None] = mapped_column(sa.Date)
     status: Mapped[str] = mapped_column(sa.String(12), default="enrolled")
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=clock.now)
 
     passkeys: Mapped[list[PasskeyCredential]] = relationship(
         back_populates="participant", order_by="PasskeyCredential.id"
@@ -74,7 +75,7 @@ class StaffUser(db.Model):
     role: Mapped[str] = mapped_column(sa.String(12))
     language: Mapped[str] = mapped_column(sa.String(2), default="fr")
     active: Mapped[bool] = mapped_column(default=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=clock.now)
 
     site_links: Mapped[list[StaffSite]] = relationship(
         back_populates="staff", cascade="all, delete-orphan", order_by="StaffSite.site_code"
@@ -143,7 +144,7 @@ class PasskeyCredential(db.Model):
     backed_up: Mapped[bool] = mapped_column(default=False)
     aaguid: Mapped[str] = mapped_column(sa.String(36), default="")
     nickname: Mapped[str] = mapped_column(sa.String(60), default="")
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=clock.now)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     participant: Mapped[Participant | None] = relationship(back_populates="passkeys")
@@ -162,7 +163,7 @@ class EnrolmentToken(db.Model):
     staff_id: Mapped[int | None] = mapped_column(sa.ForeignKey("staff_user.id"), index=True)
     token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
     issued_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("staff_user.id"))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=clock.now)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -184,8 +185,8 @@ class AuthSession(db.Model):
     id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     participant_id: Mapped[int | None] = mapped_column(sa.ForeignKey("participant.id"), index=True)
     staff_id: Mapped[int | None] = mapped_column(sa.ForeignKey("staff_user.id"), index=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=clock.now)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=clock.now)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     user_agent: Mapped[str] = mapped_column(sa.String(200), default="")

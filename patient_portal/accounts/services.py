@@ -35,7 +35,7 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
-from patient_portal import audit
+from patient_portal import audit, clock
 from patient_portal.accounts.models import (
     LANGUAGES,
     STAFF_ROLES,
@@ -47,7 +47,6 @@ from patient_portal.accounts.models import (
     StaffUser,
     WebAuthnCeremony,
 )
-from patient_portal.db import utcnow
 from patient_portal.extensions import db
 from patient_portal.protocol.services import get_protocol
 
@@ -191,7 +190,7 @@ def issue_enrolment_link(
     owner: Owner, issued_by: StaffUser | None, *, revoke_passkeys: bool = False
 ) -> str:
     """A fresh single-use link for the owner: earlier links stop working and sessions end."""
-    now = utcnow()
+    now = clock.now()
     for token in db.session.scalars(
         sa.select(EnrolmentToken).where(
             _owner_filter(EnrolmentToken, owner),
@@ -242,7 +241,7 @@ def enrolment_url(raw_token: str) -> str:
 
 def revoke_enrolment_links(owner: Owner) -> int:
     """Stop every unused link of the owner; returns how many."""
-    now = utcnow()
+    now = clock.now()
     tokens = db.session.scalars(
         sa.select(EnrolmentToken).where(
             _owner_filter(EnrolmentToken, owner),
@@ -279,7 +278,7 @@ def usable_enrolment_token(raw_token: str) -> EnrolmentToken:
             ),
             410,
         )
-    if token.expires_at <= utcnow():
+    if token.expires_at <= clock.now():
         raise AccountError(
             _("This link has expired. Please ask your study coordinator for a new link."), 410
         )
@@ -313,7 +312,7 @@ def _user_handle(owner: Owner) -> bytes:
 def _store_ceremony(
     purpose: str, challenge: bytes, owner: Owner | None, token: EnrolmentToken | None
 ) -> str:
-    now = utcnow()
+    now = clock.now()
     # Old ceremonies are useless; clearing them here keeps the table small without a cron job.
     db.session.execute(sa.delete(WebAuthnCeremony).where(WebAuthnCeremony.expires_at <= now))
     key = secrets.token_urlsafe(24)
@@ -340,7 +339,7 @@ def _take_ceremony(key: str | None, purpose: str) -> WebAuthnCeremony | None:
         return None
     db.session.delete(ceremony)
     db.session.flush()
-    if ceremony.purpose != purpose or ceremony.expires_at <= utcnow():
+    if ceremony.purpose != purpose or ceremony.expires_at <= clock.now():
         return None
     return ceremony
 
@@ -397,7 +396,7 @@ def finish_registration(
     if owner is None or not owner.is_active:
         raise failure
     if token is not None and (
-        token.used_at is not None or token.revoked_at is not None or token.expires_at <= utcnow()
+        token.used_at is not None or token.revoked_at is not None or token.expires_at <= clock.now()
     ):
         raise failure
     rp_id, _name, origin = _rp()
@@ -432,7 +431,7 @@ def finish_registration(
     )
     db.session.add(passkey)
     if token is not None:
-        token.used_at = utcnow()
+        token.used_at = clock.now()
         audit.record(
             "enrolment.used", "enrolment_token", token.id, after={"owner": owner.audit_name}
         )
@@ -509,7 +508,7 @@ def finish_authentication(ceremony_key: str | None, credential_json: str) -> Sig
         return _failed_sign_in(passkey, "account not active")
     passkey.sign_count = verified.new_sign_count
     passkey.backed_up = verified.credential_backed_up
-    passkey.last_used_at = utcnow()
+    passkey.last_used_at = clock.now()
     audit.record(
         "signin.succeeded",
         "passkey",
@@ -583,7 +582,7 @@ def remove_passkey(owner: Owner, passkey_id: int) -> None:
 
 
 def live_sessions(owner: Owner) -> list[AuthSession]:
-    now = utcnow()
+    now = clock.now()
     return db.session.scalars(
         sa.select(AuthSession)
         .where(
@@ -600,14 +599,14 @@ def end_session_by_id(owner: Owner, session_id: str) -> None:
     record = db.session.get(AuthSession, session_id)
     if record is None or record.owner is not owner or record.revoked_at is not None:
         raise AccountError(_("This session does not exist or has already ended."), 404)
-    record.revoked_at = utcnow()
+    record.revoked_at = clock.now()
     db.session.flush()
     audit.record("session.revoked", "session", session_id[:12], after={"owner": owner.audit_name})
 
 
 def end_all_sessions(owner: Owner, reason: str) -> int:
     """Sign the owner out everywhere; returns how many sessions ended."""
-    now = utcnow()
+    now = clock.now()
     result = db.session.execute(
         sa.update(AuthSession)
         .where(_owner_filter(AuthSession, owner), AuthSession.revoked_at.is_(None))

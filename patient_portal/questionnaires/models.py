@@ -13,8 +13,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from patient_portal import clock
 from patient_portal.accounts.models import Participant, StaffUser
-from patient_portal.db import UTCDateTime, utcnow
+from patient_portal.db import UTCDateTime
 from patient_portal.extensions import db
 
 STORED_STATUSES = ("planned", "in_progress", "completed", "withdrawn")
@@ -37,7 +38,7 @@ class Assignment(db.Model):
     closes_at: Mapped[datetime] = mapped_column(UTCDateTime())
     status: Mapped[str] = mapped_column(sa.String(12), default="planned")
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=clock.now)
 
     participant: Mapped[Participant] = relationship()
     answers: Mapped[list[Answer]] = relationship(
@@ -90,7 +91,7 @@ class Answer(db.Model):
     assignment_id: Mapped[int] = mapped_column(sa.ForeignKey("assignment.id"))
     item_id: Mapped[str] = mapped_column(sa.String(64))
     value: Mapped[Any | None] = mapped_column(sa.JSON)
-    answered_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    answered_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=clock.now)
     entered_by_staff_id: Mapped[int | None] = mapped_column(sa.ForeignKey("staff_user.id"))
 
     assignment: Mapped[Assignment] = relationship(back_populates="answers")
@@ -108,7 +109,7 @@ class Submission(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     assignment_id: Mapped[int] = mapped_column(sa.ForeignKey("assignment.id"), unique=True)
-    submitted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    submitted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=clock.now)
     language: Mapped[str] = mapped_column(sa.String(2))
     instrument_version: Mapped[str] = mapped_column(sa.String(40))
     answers: Mapped[dict] = mapped_column(sa.JSON, default=dict)
@@ -133,7 +134,7 @@ class Alert(db.Model):
     assignment_id: Mapped[int | None] = mapped_column(sa.ForeignKey("assignment.id"))
     rule_id: Mapped[str] = mapped_column(sa.String(64))
     message_key: Mapped[str | None] = mapped_column(sa.String(120))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=clock.now)
     acknowledged_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("staff_user.id"))
     acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     note: Mapped[str | None] = mapped_column(sa.Text)

@@ -17,8 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
-from patient_portal import audit
-from patient_portal import db as db_module
+from patient_portal import audit, clock
 from patient_portal.accounts.models import Participant, StaffUser
 from patient_portal.extensions import db
 from patient_portal.protocol.services import get_protocol
@@ -65,7 +64,7 @@ def site_zone(participant: Participant):
 
 def state_of(assignment: Assignment, now: datetime | None = None) -> str:
     """upcoming, open, in_progress, completed, missed or withdrawn, now."""
-    return assignment.state(now or db_module.utcnow(), grace())
+    return assignment.state(now or clock.now(), grace())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,7 +265,7 @@ class Overview:
 
 def participant_questionnaires(participant: Participant, now: datetime | None = None) -> Overview:
     """Open (soonest closing first), opening within a week, and the last ones done."""
-    now = now or db_module.utcnow()
+    now = now or clock.now()
     overview = Overview()
     assignments = db.session.scalars(
         sa.select(Assignment)
@@ -333,7 +332,7 @@ def save_answer(assignment: Assignment, item_id: str, raw_value: object, actor: 
     Raises QuestionnaireError outside the window or after submission, and the engine's
     AnswerError for a bad value; either way nothing is written.
     """
-    now = db_module.utcnow()
+    now = clock.now()
     assignment = _lock(assignment)
     _check_writable(assignment, now)
     instrument = get_instrument(assignment.instrument_id)
@@ -371,7 +370,7 @@ def submit(assignment: Assignment, actor: Actor, language: str) -> tuple[Submiss
     A retry or a second tab gets the existing submission back. Scores, scorer versions and
     alerts are computed from the effective answers; the answers are locked afterwards.
     """
-    now = db_module.utcnow()
+    now = clock.now()
     assignment = _lock(assignment)
     if assignment.submission is not None:
         return assignment.submission, False
@@ -466,7 +465,7 @@ def acknowledge_alert(alert: Alert, staff: StaffUser, note: str | None) -> bool:
     if alert.acknowledged_at is not None:
         return False
     note = (note or "").strip()[:NOTE_MAX] or None
-    alert.acknowledged_at = db_module.utcnow()
+    alert.acknowledged_at = clock.now()
     alert.acknowledged_by_id = staff.id
     alert.note = note
     db.session.flush()

@@ -14,7 +14,7 @@ import click
 from flask import Flask
 from flask.cli import AppGroup
 
-from patient_portal import db as portal_db
+from patient_portal import clock
 from patient_portal.extensions import db
 from patient_portal.reminders import services
 
@@ -61,7 +61,7 @@ def dispatch_command(loop: bool, interval: float, plan_every: float) -> None:
                 last_plan = time.monotonic()
             counts = dispatcher.run_once()
             if counts.claimed:
-                click.echo(f"{portal_db.utcnow():%Y-%m-%d %H:%M:%S}Z {_summary(counts)}")
+                click.echo(f"{clock.now():%Y-%m-%d %H:%M:%S}Z {_summary(counts)}")
         except Exception as error:  # the database restarting must not stop the service
             db.session.rollback()
             click.echo(f"dispatch pass failed: {type(error).__name__}: {error}", err=True)

@@ -13,8 +13,9 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from patient_portal import clock
 from patient_portal.accounts.models import Participant
-from patient_portal.db import UTCDateTime, utcnow
+from patient_portal.db import UTCDateTime
 from patient_portal.extensions import db
 
 KINDS = ("infusion", "visit", "questionnaire")
@@ -52,8 +53,8 @@ class Reminder(db.Model):
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_error: Mapped[str | None] = mapped_column(sa.String(300))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=clock.now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=clock.now)
 
     participant: Mapped[Participant] = relationship()
 
@@ -79,7 +80,7 @@ class ReminderAttempt(db.Model):
         sa.ForeignKey("reminder.id", ondelete="CASCADE"), index=True
     )
     participant_id: Mapped[int] = mapped_column(sa.ForeignKey("participant.id"), index=True)
-    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=clock.now)
     outcome: Mapped[str] = mapped_column(sa.String(10))
     # Technical detail only (an SMTP or HTTP status); never the reminder's text or an address.
     detail: Mapped[str | None] = mapped_column(sa.String(300))
@@ -103,7 +104,7 @@ class ReminderPreference(db.Model):
     quiet_end: Mapped[int | None] = mapped_column(sa.SmallInteger)
     # Fernet token of the address (encrypted at rest, DESIGN §2); never exported.
     email_encrypted: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=clock.now)
 
     __table_args__ = (
         sa.CheckConstraint(
@@ -127,5 +128,5 @@ class PushSubscription(db.Model):
     p256dh: Mapped[str] = mapped_column(sa.String(120))
     auth: Mapped[str] = mapped_column(sa.String(60))
     user_agent: Mapped[str] = mapped_column(sa.String(200), default="")
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=clock.now)
     last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -34,8 +34,7 @@ from flask import current_app
 from flask_babel import force_locale
 from flask_babel import gettext as _
 
-from patient_portal import audit
-from patient_portal import db as portal_db
+from patient_portal import audit, clock
 from patient_portal.accounts.models import Participant
 from patient_portal.extensions import db
 from patient_portal.i18n import format_date, format_time
@@ -117,7 +116,7 @@ def _ensure_row(participant: Participant) -> ReminderPreference:
             channels={kind: list(CHANNELS) for kind in KINDS},
             quiet_start=DEFAULT_QUIET[0],
             quiet_end=DEFAULT_QUIET[1],
-            updated_at=portal_db.utcnow(),
+            updated_at=clock.now(),
         )
         db.session.add(row)
     return row
@@ -160,7 +159,7 @@ def save_preferences(
     after = {"channels": row.channels, "quiet": [row.quiet_start, row.quiet_end]}
     if before == after:
         return False
-    row.updated_at = portal_db.utcnow()
+    row.updated_at = clock.now()
     db.session.flush()
     audit.record(
         "reminder_preferences.changed", "participant", participant.id, before=before, after=after
@@ -192,7 +191,7 @@ def set_email(participant: Participant, address: str | None) -> bool:
     row = _ensure_row(participant)
     had = row.email_encrypted is not None
     row.email_encrypted = channels_module.encrypt_contact(current_app, address) if address else None
-    row.updated_at = portal_db.utcnow()
+    row.updated_at = clock.now()
     db.session.flush()
     audit.record(
         "reminder_email.changed",
@@ -250,7 +249,7 @@ def add_subscription(
     )
     if subscription is None:
         subscription = PushSubscription(
-            endpoint=endpoint, endpoint_hash=digest, created_at=portal_db.utcnow()
+            endpoint=endpoint, endpoint_hash=digest, created_at=clock.now()
         )
         db.session.add(subscription)
     subscription.participant_id = participant.id
@@ -487,7 +486,7 @@ def plan_reminders(
     or skipped are history and never touched; one already due is left to the dispatcher, which
     checks again that it is still needed. Returns how many rows changed.
     """
-    now = portal_db.utcnow()
+    now = clock.now()
     wanted = {(p.kind, p.subject, p.channel): p for p in wanted_reminders(participant, now)}
     existing = {
         (r.kind, r.subject, r.channel): r
@@ -581,7 +580,7 @@ def cancel_reminders_for(participant: Participant, reason: str | None = None) ->
     )
     if not rows:
         return 0
-    now = portal_db.utcnow()
+    now = clock.now()
     for row in rows:
         row.status, row.updated_at = "cancelled", now
     db.session.flush()
@@ -1185,7 +1184,7 @@ class Dispatcher:
 
     def run_batch(self, ids: list[int] | None = None) -> DispatchCounts:
         """Claim one batch of due reminders (or the given ones if due), send, record."""
-        now = portal_db.utcnow()
+        now = clock.now()
         claimed = self.claim(now, ids)
         counts = DispatchCounts(claimed=len(claimed))
         if not claimed:
@@ -1203,14 +1202,14 @@ class Dispatcher:
             except Exception as error:  # a channel bug must not lose the batch's other results
                 log.exception("reminder %s: channel %s failed", job.reminder.id, channel.name)
                 outcomes[job.reminder.id] = Outcome("retry", f"{type(error).__name__}")
-        for key, value in self._record(jobs, outcomes, portal_db.utcnow()).items():
+        for key, value in self._record(jobs, outcomes, clock.now()).items():
             counts.outcomes[key] += value
         return counts
 
     def run_once(self) -> DispatchCounts:
         """One pass: release stale claims, then batches until nothing is due."""
         total = DispatchCounts()
-        self.release_stale(portal_db.utcnow())
+        self.release_stale(clock.now())
         while True:
             counts = self.run_batch()
             total.add(counts)
@@ -1229,7 +1228,7 @@ def send_test_reminder(participant: Participant, channel: str, dispatcher: Dispa
             "email": _("Add your e-mail address first."),
         }[channel]
         raise ReminderError(message, channel)
-    now = portal_db.utcnow()
+    now = clock.now()
     reminder = Reminder(
         participant_id=participant.id,
         kind="test",

@@ -13,8 +13,9 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from patient_portal import clock
 from patient_portal.accounts.models import Participant
-from patient_portal.db import UTCDateTime, utcnow
+from patient_portal.db import UTCDateTime
 from patient_portal.extensions import db
 
 VISIT_STATUSES = ("planned", "completed", "missed", "cancelled")
@@ -47,8 +48,8 @@ class Visit(db.Model):
     outside_window_reason: Mapped[str | None] = mapped_column(sa.Text)
     # Calendar apps only replace an event whose SEQUENCE went up; every change bumps it.
     sequence: Mapped[int] = mapped_column(default=0)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=clock.now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=clock.now)
 
     participant: Mapped[Participant] = relationship()
 
@@ -101,7 +102,7 @@ class CalendarFeed(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     participant_id: Mapped[int] = mapped_column(sa.ForeignKey("participant.id"), index=True)
     token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=clock.now)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     participant: Mapped[Participant] = relationship()

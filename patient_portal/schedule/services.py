@@ -19,8 +19,7 @@ import sqlalchemy as sa
 from flask_babel import force_locale
 from flask_babel import gettext as _
 
-from patient_portal import audit
-from patient_portal import db as portal_db
+from patient_portal import audit, clock
 from patient_portal.accounts.models import Participant
 from patient_portal.accounts.services import plan_participant_year
 from patient_portal.extensions import db
@@ -205,7 +204,7 @@ def _snapshot(visit: Visit) -> dict:
 
 def _touch(visit: Visit) -> None:
     visit.sequence = (visit.sequence or 0) + 1
-    visit.updated_at = portal_db.utcnow()
+    visit.updated_at = clock.now()
 
 
 def plan_visits(participant: Participant, actor: str | None = None) -> list[Visit]:
@@ -221,7 +220,7 @@ def plan_visits(participant: Participant, actor: str | None = None) -> list[Visi
             sa.select(Visit.code).where(Visit.participant_id == participant.id)
         )
     }
-    now = portal_db.utcnow()
+    now = clock.now()
     created = []
     for definition in get_protocol().visits:
         if definition.code in existing:
@@ -266,7 +265,7 @@ def _check_day0(new_day0: date, now: datetime, zone: ZoneInfo) -> None:
 
 def preview_day0_change(participant: Participant, new_day0: date) -> list[VisitMove]:
     """What a new day 0 would move: each visit not done whose target date changes."""
-    _check_day0(new_day0, portal_db.utcnow(), site_of(participant).zone)
+    _check_day0(new_day0, clock.now(), site_of(participant).zone)
     by_code = {visit.code: visit for visit in visits_of(participant)}
     moves = []
     for definition in get_protocol().visits:
@@ -497,7 +496,7 @@ def issue_feed_token(participant: Participant) -> str:
     revoke_feed(participant)
     token = secrets.token_urlsafe(32)
     feed = CalendarFeed(
-        participant=participant, token_hash=_token_hash(token), created_at=portal_db.utcnow()
+        participant=participant, token_hash=_token_hash(token), created_at=clock.now()
     )
     db.session.add(feed)
     db.session.flush()
@@ -512,7 +511,7 @@ def revoke_feed(participant: Participant) -> bool:
     feed = active_feed(participant)
     if feed is None:
         return False
-    feed.revoked_at = portal_db.utcnow()
+    feed.revoked_at = clock.now()
     db.session.flush()
     audit.record(
         "calendar_feed.revoked",
@@ -554,7 +553,7 @@ def _calendar(participant: Participant, visits: list[Visit]) -> icalendar.Calend
     calendar.add("refresh-interval", timedelta(hours=6), parameters={"VALUE": "DURATION"})
     calendar.add("x-published-ttl", timedelta(hours=6))
     # The site's own VTIMEZONE, over the years the visits span only, keeps the file small.
-    dates = [v.target_date for v in visits] or [portal_db.utcnow().date()]
+    dates = [v.target_date for v in visits] or [clock.now().date()]
     calendar.add_component(
         icalendar.Timezone.from_tzinfo(
             site.zone,

@@ -24,7 +24,7 @@ from flask import (
 from flask_babel import gettext as _
 from flask_login import current_user
 
-from patient_portal import db as portal_db
+from patient_portal import clock
 from patient_portal.accounts.auth import participant_of_visible_site, require
 from patient_portal.accounts.models import Participant
 from patient_portal.accounts.services import plan_participant_year
@@ -142,7 +142,7 @@ class Formatter:
 @require("participant")
 def home():
     participant: Participant = current_user
-    now = portal_db.utcnow()
+    now = clock.now()
     site = services.site_of(participant)
     entries = services.timeline(participant, now)
     upcoming = next((entry for entry in entries if entry.state == "next"), None)
@@ -170,7 +170,7 @@ def timeline():
     return render_template(
         "schedule/timeline.html",
         site=site,
-        entries=services.timeline(participant, portal_db.utcnow()),
+        entries=services.timeline(participant, clock.now()),
         fmt=Formatter(site, current_language()),
         state_label=participant_state_label,
     )
@@ -248,7 +248,7 @@ def feed(token: str):
 
 def _staff_context(participant: Participant, **extra) -> dict:
     site = services.site_of(participant)
-    entries = services.timeline(participant, portal_db.utcnow())
+    entries = services.timeline(participant, clock.now())
     return {
         "participant": participant,
         "site": site,

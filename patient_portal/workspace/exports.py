@@ -23,7 +23,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 import sqlalchemy as sa
 
-from patient_portal import db as db_module
+from patient_portal import clock
 from patient_portal.accounts.models import Participant, StaffUser
 from patient_portal.extensions import db
 from patient_portal.protocol.services import get_protocol
@@ -269,7 +269,7 @@ def answers_csv(sites: list[str]) -> Iterator[str]:
 
 def completion_csv(sites: list[str]) -> Iterator[str]:
     """Every questionnaire planned for the participants, with its window and state now."""
-    now = db_module.utcnow()
+    now = clock.now()
     visit = visit_key_expression().label("visit")
     query = (
         sa.select(
@@ -409,7 +409,7 @@ def fhir_bundle(sites: list[str]) -> Iterator[str]:
         "resourceType": "Bundle",
         "id": str(uuid.uuid4()),
         "type": "collection",
-        "timestamp": timestamp(db_module.utcnow()),
+        "timestamp": timestamp(clock.now()),
     }
     yield json.dumps(header, ensure_ascii=False)[:-1] + ', "entry": ['
     pages: dict[str, dict[str, str]] = {}
@@ -546,7 +546,7 @@ def _admin_data(sites: list[str]) -> Iterator[str]:
 def odm_xml(sites: list[str]) -> Iterator[str]:
     """ODM 1.3.2 snapshot: study metadata, admin data (users, sites) and clinical data of
     submitted questionnaires, each item with its audit record (who, where, when)."""
-    created = timestamp(db_module.utcnow())
+    created = timestamp(clock.now())
     yield '<?xml version="1.0" encoding="UTF-8"?>\n'
     yield (
         f'<ODM xmlns="{ODM_NAMESPACE}" ODMVersion="1.3.2" FileType="Snapshot" '
@@ -610,7 +610,7 @@ class ExportKind:
     extension: str
 
     def filename(self, sites: Iterable[str]) -> str:
-        return f"care-ssc-{'-'.join(sites).lower()}-{db_module.utcnow():%Y%m%d}.{self.extension}"
+        return f"care-ssc-{'-'.join(sites).lower()}-{clock.now():%Y%m%d}.{self.extension}"
 
 
 KINDS: dict[str, ExportKind] = {

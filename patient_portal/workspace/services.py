@@ -23,8 +23,7 @@ import sqlalchemy as sa
 from flask import current_app
 from flask_babel import gettext as _
 
-from patient_portal import audit
-from patient_portal import db as db_module
+from patient_portal import audit, clock
 from patient_portal.accounts import services as account_services
 from patient_portal.accounts.auth import visible_site_codes
 from patient_portal.accounts.models import (
@@ -800,7 +799,7 @@ def dashboard(filters: Filters, now: datetime | None = None) -> Dashboard:
     or the next minute computes afresh. At worst a figure is a minute behind the clock
     (a questionnaire that just closed still counted as open).
     """
-    now = now or db_module.utcnow()
+    now = now or clock.now()
     key = (filters, data_version(), now.replace(second=0, microsecond=0))
     cache = _cache()
     with _CACHE_LOCK:
@@ -845,7 +844,7 @@ def _compute_dashboard(filters: Filters, now: datetime) -> Dashboard:
 
 def participant_assignments(participant: Participant, now: datetime | None = None) -> list[dict]:
     """The participant's questionnaires (not the weekly ones still to come), with their state."""
-    now = now or db_module.utcnow()
+    now = now or clock.now()
     state = state_expression(now).label("state")
     rows = db.session.execute(
         sa.select(Assignment, visit_key_expression().label("visit"), state)
@@ -939,7 +938,7 @@ def withdraw_participant(participant: Participant, staff: StaffUser, reason: str
         raise WorkspaceError(_("This participant has already withdrawn."), 409)
     before = participant.status
     participant.status = "withdrawn"
-    now = db_module.utcnow()
+    now = clock.now()
     # Only what could still be answered closes: one already missed stays missed, so the
     # completion record before the withdrawal is not rewritten.
     closed = db.session.execute(
@@ -1074,13 +1073,13 @@ def audit_events(filters: AuditFilters) -> tuple[list[AuditEvent], bool]:
     if filters.start:
         query = query.where(
             AuditEvent.at
-            >= datetime.combine(filters.start, datetime.min.time(), db_module.utcnow().tzinfo)
+            >= datetime.combine(filters.start, datetime.min.time(), clock.now().tzinfo)
         )
     if filters.end:
         query = query.where(
             AuditEvent.at
             < datetime.combine(
-                filters.end + timedelta(days=1), datetime.min.time(), db_module.utcnow().tzinfo
+                filters.end + timedelta(days=1), datetime.min.time(), clock.now().tzinfo
             )
         )
     rows = db.session.scalars(

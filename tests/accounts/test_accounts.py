@@ -207,20 +207,18 @@ def test_a_forged_session_cookie_is_anonymous(app, client, make_participant):
 
 
 def test_sessions_end_after_their_idle_and_absolute_limits(
-    app, client, sign_in, make_participant, make_staff, monkeypatch
+    app, client, sign_in, make_participant, make_staff, now
 ):
-    import patient_portal.security as security
-
     staff = make_staff()
     participant = make_participant()
     staff_client, participant_client = app.test_client(), app.test_client()
     sign_in(staff_client, staff)
     sign_in(participant_client, participant)
-    start = security.utcnow()
-    monkeypatch.setattr(security, "utcnow", lambda: start + timedelta(minutes=31))
+    start = now()
+    now(start + timedelta(minutes=31))
     assert staff_client.get("/settings").status_code == 302  # staff: 30 minutes idle
     assert participant_client.get("/settings").status_code == 200
-    monkeypatch.setattr(security, "utcnow", lambda: start + timedelta(days=91))
+    now(start + timedelta(days=91))
     assert participant_client.get("/settings").status_code == 302  # participants: 90 days at most
 
 
@@ -411,10 +409,7 @@ def test_staff_create_command_prints_a_link(runner):
 
 def test_sign_in_is_rate_limited_with_a_translated_429(client, csrf_token):
     token = csrf_token(client, "/sign-in")
-    statuses = [
-        _post_json(client, "/sign-in/options", token).status_code
-        for _ in range(25)
-    ]
+    statuses = [_post_json(client, "/sign-in/options", token).status_code for _ in range(25)]
     assert statuses[:20] == [200] * 20
     assert statuses[-1] == 429
     response = client.post(

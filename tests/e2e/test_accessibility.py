@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from patient_portal import clock
 from patient_portal.accounts.services import issue_enrolment_link
-from patient_portal.db import utcnow
 from patient_portal.extensions import db
 from patient_portal.questionnaires import services as questionnaires
 from patient_portal.questionnaires.models import Assignment
@@ -73,7 +73,7 @@ def world(make_participant, make_staff) -> Callable[[str], World]:
     def build(language: str) -> World:
         participant = make_participant(language=language, day0=date.today() - timedelta(days=1))
         newcomer = make_participant(language=language, day0=None)
-        now = utcnow()
+        now = clock.now()
         open_one = Assignment(
             participant_id=participant.id,
             series_code="TEST",

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from playwright.sync_api import expect
 
-from patient_portal.db import utcnow
+from patient_portal import clock
 from patient_portal.extensions import db
 from patient_portal.questionnaires.models import Assignment, Submission
 from tests.e2e.conftest import assert_accessible, assert_no_horizontal_scroll
@@ -52,7 +52,7 @@ def settings(settings: dict) -> dict:
 
 
 def _open_assignment(participant) -> Assignment:
-    now = utcnow()
+    now = clock.now()
     assignment = Assignment(
         participant_id=participant.id,
         series_code="TEST",

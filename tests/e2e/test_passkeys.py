@@ -7,9 +7,9 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
+from patient_portal import clock
 from patient_portal.accounts import services
 from patient_portal.accounts.models import PasskeyCredential
-from patient_portal.db import utcnow
 from patient_portal.extensions import db
 from tests.e2e.conftest import assert_accessible, assert_no_horizontal_scroll
 
@@ -116,7 +116,7 @@ def test_a_used_link_and_an_expired_link_are_refused(
     from patient_portal.accounts.models import EnrolmentToken
 
     token = db.session.scalar(sa.select(EnrolmentToken).order_by(EnrolmentToken.id.desc()))
-    token.expires_at = utcnow() - timedelta(minutes=1)
+    token.expires_at = clock.now() - timedelta(minutes=1)
     db.session.commit()
     response = second.goto(expired_link)
     assert response.status == 410

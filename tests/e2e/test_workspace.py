@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from playwright.sync_api import expect
 
-from patient_portal import db as db_module
+from patient_portal import clock
 from patient_portal.accounts import services as account_services
 from patient_portal.demo import answer_due
 from patient_portal.extensions import db
@@ -49,10 +49,10 @@ WORDS = {
 
 
 def _participant(make_participant, days: int, habit: str):
-    today = db_module.utcnow().date()
+    today = clock.now().date()
     person = make_participant(site_code="JGH", day0=today - timedelta(days=days))
     account_services.plan_participant_year(person)
-    answer_due(person, habit, db_module.utcnow())
+    answer_due(person, habit, clock.now())
     return person
 
 

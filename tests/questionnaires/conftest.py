@@ -7,7 +7,6 @@ from datetime import UTC, date, datetime
 import pytest
 import sqlalchemy as sa
 
-from patient_portal import db as db_module
 from patient_portal.extensions import db
 from patient_portal.questionnaires.models import Assignment
 from patient_portal.questionnaires.services import plan_assignments
@@ -16,24 +15,11 @@ from patient_portal.schedule.services import plan_visits
 DAY0 = date(2026, 12, 1)
 
 
-class Clock:
-    """db.utcnow() under the test's control."""
-
-    def __init__(self, now: datetime):
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def set(self, now: datetime) -> None:
-        self.now = now.astimezone(UTC)
-
-
 @pytest.fixture
-def clock(monkeypatch) -> Clock:
-    clock = Clock(datetime(2026, 12, 2, 15, 0, tzinfo=UTC))
-    monkeypatch.setattr(db_module, "utcnow", clock)
-    return clock
+def clock(now):
+    """The stopped clock, on the day after day 0 by default."""
+    now.set(datetime(2026, 12, 2, 15, 0, tzinfo=UTC))
+    return now
 
 
 @pytest.fixture

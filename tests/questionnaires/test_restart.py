@@ -25,7 +25,6 @@ ROOT = Path(__file__).resolve().parents[2]
 CSRF = re.compile(r'"X-CSRFToken": "([^"]+)"')
 
 
-
 class Server:
     """gunicorn serving wsgi:app on the tests' database, in its own process group."""
 

@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from patient_portal import db as portal_db
+from patient_portal import clock
 from patient_portal.audit import AuditEvent
 from patient_portal.extensions import db
 from patient_portal.questionnaires.models import Assignment
@@ -66,7 +66,7 @@ def _due_rows(participants, count: int, now: datetime) -> list[int]:
 def test_four_dispatchers_in_parallel_send_each_reminder_exactly_once(app, make_participant):
     postgres = db.engine.dialect.name == "postgresql"
     participants = [make_participant(day0=None) for _ in range(8)]
-    ids = _due_rows(participants, 3000 if postgres else 1000, portal_db.utcnow())
+    ids = _due_rows(participants, 3000 if postgres else 1000, clock.now())
     channel = recording_channels()
     start = threading.Barrier(4)
     claimed: dict[str, int] = {}
@@ -110,7 +110,7 @@ def test_four_dispatchers_in_parallel_send_each_reminder_exactly_once(app, make_
 
 def test_a_claimed_reminder_is_not_claimed_again(app, make_participant):
     participant = make_participant(day0=None)
-    now = portal_db.utcnow()
+    now = clock.now()
     ids = _due_rows([participant], 5, now)
     first = services.Dispatcher(channels=recording_channels(), name="first")
     second = services.Dispatcher(channels=recording_channels(), name="second")
@@ -356,7 +356,7 @@ def test_smtp_down_is_retried_logged_then_failed_and_shown_to_coordinators(
 
 def test_the_dispatch_command_runs_one_pass(app, runner, make_participant):
     participant = make_participant(day0=None)
-    _due_rows([participant], 3, portal_db.utcnow())
+    _due_rows([participant], 3, clock.now())
     result = runner.invoke(args=["reminders", "dispatch"])
     assert result.exit_code == 0, result.output
     assert "claimed 3: sent 3" in result.output
@@ -407,7 +407,7 @@ def test_a_retry_that_falls_in_quiet_hours_waits_for_their_end(app, now, make_pa
 
 def test_a_claim_left_by_a_dispatcher_that_died_is_failed_not_resent(app, make_participant):
     participant = make_participant(day0=None)
-    now = portal_db.utcnow()
+    now = clock.now()
     ids = _due_rows([participant], 2, now)
     dead = services.Dispatcher(channels=recording_channels(), name="dead")
     assert sorted(dead.claim(now)) == sorted(ids)

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from patient_portal import db as db_module
+from patient_portal import clock
 from patient_portal.accounts import services as account_services
 from patient_portal.demo import answer_due
 from patient_portal.extensions import db
@@ -18,10 +18,10 @@ def in_year(app, make_participant):
     with the questionnaires due so far answered by habit ("all", "some", "none")."""
 
     def make(site: str = "JGH", days: int = 40, habit: str = "some", **fields):
-        today = db_module.utcnow().date()
+        today = clock.now().date()
         participant = make_participant(site_code=site, day0=today - timedelta(days=days), **fields)
         account_services.plan_participant_year(participant)
-        answer_due(participant, habit, db_module.utcnow())
+        answer_due(participant, habit, clock.now())
         db.session.commit()
         return participant
 

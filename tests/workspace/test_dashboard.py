@@ -38,7 +38,7 @@ def test_dashboard_shows_completion_matrix_follow_up_and_chart(signed_in, in_yea
 def test_summary_counts_agree_with_the_assignments(app, in_year, coordinator):
     person = in_year("JGH", days=40, habit="some")
     filters = services.Filters(sites=("JGH",))
-    now = services.db_module.utcnow()
+    now = services.clock.now()
     summary = services.completion_summary(filters, now)
     assignments = db.session.scalars(
         sa.select(Assignment).where(Assignment.participant_id == person.id)
@@ -191,11 +191,11 @@ def test_statement_count_does_not_grow_with_participants(app, signed_in, make_pa
 def test_failed_reminders_are_in_the_follow_up(signed_in, in_year):
     from datetime import timedelta
 
-    from patient_portal import db as db_module
+    from patient_portal import clock
     from patient_portal.reminders.models import Reminder
 
     person = in_year("JGH", days=40)
-    now = db_module.utcnow()
+    now = clock.now()
     db.session.add(
         Reminder(
             participant_id=person.id,
@@ -226,7 +226,7 @@ def test_a_cached_dashboard_is_cheaper_and_an_audited_write_refreshes_it(app, si
     warm = _count_statements(app, signed_in, "/staff/dashboard", cold=False)
     assert warm < cold
     assert "Alerts to acknowledge (0)" in _text(signed_in.get("/staff/dashboard"))
-    now = services.db_module.utcnow()
+    now = services.clock.now()
     weekly = next(
         a
         for a in db.session.scalars(
@@ -257,7 +257,7 @@ def test_matrix_filters_match_the_state_of_each_questionnaire(app, in_year):
         in_year("JGH", days=200, habit="none"),
         in_year("JGH", days=-10, habit="none"),  # day 0 still to come
     ]
-    now = services.db_module.utcnow()
+    now = services.clock.now()
     from patient_portal.questionnaires.services import grace
     from patient_portal.schedule.models import Visit
 

@@ -6,8 +6,8 @@ import re
 
 import sqlalchemy as sa
 
+from patient_portal import clock
 from patient_portal.audit import AuditEvent, verify_chain
-from patient_portal.db import utcnow
 from patient_portal.extensions import db
 from patient_portal.questionnaires.models import Alert, Answer, Assignment
 from patient_portal.questionnaires.services import state_of
@@ -65,7 +65,7 @@ def test_withdrawal_closes_questionnaires_keeps_data_and_is_audited(
     states = {state_of(a) for a in assignments}
     assert states <= {"completed", "withdrawn", "missed"} and "completed" in states
     # What had already closed keeps its state: a missed questionnaire is not rewritten.
-    assert all(a.status != "withdrawn" for a in assignments if a.closes_at <= utcnow())
+    assert all(a.status != "withdrawn" for a in assignments if a.closes_at <= clock.now())
     assert any(a.status == "withdrawn" for a in assignments)
     assert db.session.scalar(sa.select(sa.func.count(Answer.id))) == answers_before
     event = db.session.scalar(

@@ -11,7 +11,7 @@ from datetime import date, timedelta
 import pytest
 import sqlalchemy as sa
 
-from patient_portal import db as db_module
+from patient_portal import clock
 from patient_portal.accounts.models import Participant
 from patient_portal.extensions import db
 from patient_portal.questionnaires import services as questionnaire_services
@@ -68,7 +68,7 @@ def test_tally_follows_planning_answers_submission_day0_change_and_withdrawal(
     )
 
     # A participant starts this week's check-in: planned -> in progress.
-    now = db_module.utcnow()
+    now = clock.now()
     current = _open_questionnaire(person, now)
     instrument = questionnaire_services.get_instrument(current.instrument_id)
     item = next(item for item in instrument.items if item.type == "rating_0_10")
@@ -99,7 +99,7 @@ def test_tally_follows_planning_answers_submission_day0_change_and_withdrawal(
 
 def test_tally_follows_submission(app, in_year):
     person = in_year("JGH", days=40, habit="none")
-    now = db_module.utcnow()
+    now = clock.now()
     current = _open_questionnaire(person, now)
     before = services.completion_summary(services.Filters(sites=("JGH",)), now)
     done_before = sum(row.counts["completed"] for row in before)
@@ -184,7 +184,7 @@ def _weeks(query) -> dict[int, tuple[int, int]]:
 def test_chart_from_the_tally_equals_the_row_by_row_count(app, in_year, period):
     in_year("JGH", days=100, habit="some")
     in_year("JGH", days=30, habit="all")
-    now_today = db_module.utcnow()
+    now_today = clock.now()
     for now in (
         now_today,
         now_today.replace(minute=0, second=0, microsecond=0),
@@ -247,10 +247,10 @@ def test_tally_is_filled_for_assignments_written_before_the_migration(app, make_
 def test_concurrent_submissions_on_the_same_tally_rows_lose_no_count(app, make_participant):
     """Participants who started the same day share tally rows; four writers completing their
     questionnaires at once, each in its own transactions, must leave a tally equal to a recount."""
-    day0 = db_module.utcnow().date() - timedelta(days=100)
+    day0 = clock.now().date() - timedelta(days=100)
     people = [make_participant(site_code="JGH", day0=day0) for _ in range(8)]
     db.session.commit()
-    now = db_module.utcnow()
+    now = clock.now()
     work = [
         list(
             db.session.scalars(
