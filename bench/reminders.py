@@ -64,8 +64,8 @@ def plan(target: int) -> dict:
 
     from patient_portal import create_app
     from patient_portal.accounts.models import Participant
-    from patient_portal.accounts.services import plan_participant_year
     from patient_portal.extensions import db
+    from patient_portal.planning import plan_year
     from patient_portal.reminders import channels
     from patient_portal.reminders.models import PushSubscription, Reminder, ReminderPreference
 
@@ -115,7 +115,7 @@ def plan(target: int) -> dict:
             db.session.commit()
             start = time.perf_counter()
             for participant in batch:
-                plan_participant_year(participant)
+                plan_year(participant)
             db.session.commit()
             seconds += time.perf_counter() - start
             planned = db.session.scalar(sa.select(sa.func.count(Reminder.id)))

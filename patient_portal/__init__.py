@@ -38,13 +38,10 @@ def _init_extensions(app: Flask) -> None:
     from patient_portal.pwa import views as pwa_views
     from patient_portal.questionnaires import loader as questionnaires_loader
     from patient_portal.questionnaires import models as questionnaires_models  # noqa: F401
-    from patient_portal.questionnaires import services as questionnaires_services
     from patient_portal.questionnaires import views as questionnaires_views
     from patient_portal.reminders import cli as reminders_cli
-    from patient_portal.reminders import services as reminders_services
     from patient_portal.reminders import views as reminders_views
     from patient_portal.schedule import models as schedule_models  # noqa: F401
-    from patient_portal.schedule import services as schedule_services
     from patient_portal.schedule import views as schedule_views
     from patient_portal.staff import views as staff_views
     from patient_portal.workspace import cli as workspace_cli
@@ -78,10 +75,26 @@ def _init_extensions(app: Flask) -> None:
     reminders_cli.init_app(app)
     workspace_views.init_app(app)
     workspace_cli.init_app(app)
-    # Building a participant's year: visits first, then the questionnaires that hang on them.
-    app.extensions["participant_planners"] = [
-        schedule_services.plan_visits,
-        questionnaires_services.plan_assignments,
-        # Reminders follow the visits and questionnaires just planned.
-        reminders_services.plan_reminders,
+    _connect_features(app)
+
+
+def _connect_features(app: Flask) -> None:
+    """How features react to each other: every signal's receivers, and the home page's sections.
+
+    Receivers are connected strongly (they are module functions) and once, however many apps
+    are made; docs/architecture.md has the same table.
+    """
+    from patient_portal import planning, signals
+    from patient_portal.questionnaires import services as questionnaires_services
+    from patient_portal.questionnaires import views as questionnaires_views
+    from patient_portal.reminders import services as reminders_services
+    from patient_portal.reminders import views as reminders_views
+    from patient_portal.schedule.views import HomeSection
+
+    signals.participant_changed.connect(planning.plan_year, weak=False)
+    signals.participant_withdrawn.connect(questionnaires_services.close_for_withdrawal, weak=False)
+    signals.participant_withdrawn.connect(reminders_services.cancel_reminders_for, weak=False)
+    app.extensions["home_sections"] = [
+        HomeSection("questionnaires/_home_section.html", questionnaires_views.home_section),
+        HomeSection("reminders/_home_banner.html", reminders_views.home_banner),
     ]

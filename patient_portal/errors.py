@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, render_template, request
+from flask import Flask, jsonify, render_template, request
 from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
@@ -12,6 +12,25 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 from patient_portal.extensions import db
 
 log = logging.getLogger(__name__)
+
+
+class PortalError(Exception):
+    """A refused request: a message translated for the person in front of the screen, the HTTP
+    status to answer with, and the form field at fault, if any.
+
+    Services raise it; views do not catch it. The app's handler rolls back and answers with the
+    error page, its htmx fragment or JSON; a blueprint whose form should be shown again with
+    the message registers its own handler (and calls `rolled_back`).
+    """
+
+    status = 400
+
+    def __init__(self, message: str, status: int | None = None, field: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        if status is not None:
+            self.status = status
 
 
 def _messages() -> dict[int, tuple[str, str]]:
@@ -36,10 +55,19 @@ def _messages() -> dict[int, tuple[str, str]]:
     }
 
 
+def rolled_back() -> None:
+    """Whatever the failed request had written but not committed must not be saved by anyone."""
+    db.session.rollback()
+
+
+def wants_json() -> bool:
+    """A script's request (passkey ceremonies, push subscriptions) is answered in JSON."""
+    return request.is_json or request.accept_mimetypes.best == "application/json"
+
+
 def render_error(status: int, detail: str | None = None):
     """The error page, or only its message when htmx asked for a fragment."""
-    # Whatever the failed request had written but not committed must not be saved by anyone.
-    db.session.rollback()
+    rolled_back()
     title, default_detail = _messages().get(status, _messages()[400])
     template = (
         "errors/_message.html" if request.htmx and not request.htmx.boosted else "errors/page.html"
@@ -65,6 +93,13 @@ def handle_http_error(error: HTTPException):
     return render_error(error.code)
 
 
+def handle_portal_error(error: PortalError):
+    if wants_json():
+        rolled_back()
+        return jsonify(error=error.message), error.status
+    return render_error(error.status, error.message)
+
+
 def handle_unexpected_error(error: Exception):
     if isinstance(error, HTTPException):
         return handle_http_error(error)
@@ -73,5 +108,6 @@ def handle_unexpected_error(error: Exception):
 
 
 def init_app(app: Flask) -> None:
+    app.register_error_handler(PortalError, handle_portal_error)
     app.register_error_handler(HTTPException, handle_http_error)
     app.register_error_handler(Exception, handle_unexpected_error)

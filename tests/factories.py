@@ -12,8 +12,8 @@ from flask.testing import FlaskClient
 
 from patient_portal import clock
 from patient_portal.accounts.models import AuthSession, Participant, StaffSite, StaffUser
-from patient_portal.accounts.services import plan_participant_year
 from patient_portal.extensions import db
+from patient_portal.planning import plan_year
 from patient_portal.security import SESSION_LIMITS, token_digest
 
 
@@ -39,7 +39,7 @@ class ParticipantFactory(_Base):
         """Plan the year as enrolment does (visits, questionnaires...); planned=False skips it,
         for tests of the planners themselves."""
         if create and self.day0 is not None and extracted is not False:
-            plan_participant_year(self)
+            plan_year(self)
             db.session.commit()
 
 

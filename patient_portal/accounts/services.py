@@ -35,7 +35,7 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
-from patient_portal import audit, clock
+from patient_portal import audit, clock, signals
 from patient_portal.accounts.models import (
     LANGUAGES,
     STAFF_ROLES,
@@ -133,21 +133,8 @@ def enrol_participant(
         participant.study_id,
         after={"site": site_code, "language": language, "day0": day0},
     )
-    plan_participant_year(participant)
+    signals.participant_changed.send(participant)
     return participant, issue_enrolment_link(participant, issued_by)
-
-
-def plan_participant_year(participant: Participant) -> bool:
-    """Let each installed feature build its part of the year (visits, questionnaires…).
-
-    Features register a callable in app.extensions["participant_planners"]; accounts does not
-    import them, so the dependency points from the features to accounts only. Planning is
-    idempotent; the result says whether anything was created or changed.
-    """
-    changes = [
-        planner(participant) for planner in current_app.extensions.get("participant_planners", [])
-    ]
-    return any(changes)
 
 
 def create_staff(

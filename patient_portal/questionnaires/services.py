@@ -132,6 +132,29 @@ def _key(assignment: Assignment) -> tuple:
     return ("series", assignment.series_code, assignment.occurrence, assignment.instrument_id)
 
 
+def close_for_withdrawal(participant: Participant, **_: object) -> dict[str, int]:
+    """Withdraw the questionnaires the participant could still answer; returns how many.
+
+    Only what could still be answered closes: one already missed stays missed, so the
+    completion record before the withdrawal is not rewritten.
+    """
+    now = clock.now()
+    closed = db.session.execute(
+        sa.update(Assignment)
+        .where(
+            Assignment.participant_id == participant.id,
+            Assignment.status.in_(("planned", "in_progress")),
+            sa.or_(
+                Assignment.closes_at > now,
+                sa.and_(Assignment.status == "in_progress", Assignment.closes_at > now - grace()),
+            ),
+        )
+        .values(status="withdrawn")
+        .execution_options(synchronize_session="fetch")
+    ).rowcount
+    return {"questionnaires_closed": closed}
+
+
 def plan_assignments(participant: Participant, actor: str | None = None) -> int:
     """Create or update the participant's assignments from the protocol and their visits.
 

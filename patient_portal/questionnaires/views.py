@@ -8,7 +8,7 @@ An item page is a full page; when htmx posts an answer it gets the item fragment
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import wraps
 from typing import Any
 
@@ -22,6 +22,7 @@ from patient_portal.accounts.auth import (
     require,
     visible_site_codes,
 )
+from patient_portal.accounts.models import Participant
 from patient_portal.extensions import db
 from patient_portal.i18n import current_language, format_date, format_datetime, format_number
 from patient_portal.protocol.services import get_protocol
@@ -39,7 +40,6 @@ from patient_portal.questionnaires.engine import (
 from patient_portal.questionnaires.instrument import Instrument, Item
 from patient_portal.questionnaires.loader import get_instrument
 from patient_portal.questionnaires.models import Alert, Assignment
-from patient_portal.schedule.views import register_home_section
 
 bp = Blueprint("questionnaires", __name__)
 
@@ -253,12 +253,10 @@ def _item_context(
 # Participant pages
 
 
-def _home_section(participant, now) -> dict:
+def home_section(participant: Participant, now: datetime) -> dict:
+    """The questionnaires part of the home page."""
     # The home page has planned the participant's year before asking for its sections.
     return {"overview": services.participant_questionnaires(participant, now)}
-
-
-register_home_section("questionnaires/_home_section.html", _home_section)
 
 
 @bp.app_context_processor

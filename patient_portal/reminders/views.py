@@ -31,7 +31,6 @@ from patient_portal.protocol.services import get_protocol
 from patient_portal.reminders import channels, services
 from patient_portal.reminders.models import CHANNELS, KINDS, Reminder
 from patient_portal.reminders.services import ReminderError
-from patient_portal.schedule.views import register_home_section
 
 bp = Blueprint("reminders", __name__)
 
@@ -200,7 +199,8 @@ def send_test(channel: str):
 # --- Home page ------------------------------------------------------------------------------
 
 
-def _home_banner(participant: Participant, now: datetime) -> dict | None:
+def home_banner(participant: Participant, now: datetime) -> dict | None:
+    """The in-app reminders shown on top of the home page, if any."""
     reminders = services.banner_reminders(participant, now)
     if not reminders:
         return None
@@ -209,9 +209,6 @@ def _home_banner(participant: Participant, now: datetime) -> dict | None:
         visit = db.session.get(services.Visit, reminder.visit_id) if reminder.visit_id else None
         messages.append(services.compose(reminder, participant, visit, now))
     return {"messages": messages}
-
-
-register_home_section("reminders/_home_banner.html", _home_banner)
 
 
 # --- Coordinators ---------------------------------------------------------------------------

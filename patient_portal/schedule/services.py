@@ -19,9 +19,8 @@ import sqlalchemy as sa
 from flask_babel import force_locale
 from flask_babel import gettext as _
 
-from patient_portal import audit, clock
+from patient_portal import audit, clock, signals
 from patient_portal.accounts.models import Participant
-from patient_portal.accounts.services import plan_participant_year
 from patient_portal.extensions import db
 from patient_portal.protocol.services import Site, VisitDefinition, get_protocol
 from patient_portal.schedule.models import CalendarFeed, Visit
@@ -322,8 +321,9 @@ def change_day0(participant: Participant, new_day0: date, reason: str | None) ->
         after={"day0": new_day0, "moved": {m.code: m.new_target for m in moves}},
         reason=reason,
     )
-    plan_visits(participant)
     db.session.flush()
+    # Visits not planned yet, questionnaire windows and reminders follow the new day 0.
+    signals.participant_changed.send(participant)
     return moves
 
 
@@ -371,8 +371,8 @@ def set_appointment(
         reason=reason,
     )
     db.session.flush()
-    # What hangs on the appointment (its reminders) is re-planned by the registered planners.
-    plan_participant_year(visit.participant)
+    # What hangs on the appointment (its reminders) is re-planned.
+    signals.participant_changed.send(visit.participant)
     return visit
 
 
@@ -402,6 +402,8 @@ def mark_visit(visit: Visit, status: str, reason: str | None) -> Visit:
         reason=reason,
     )
     db.session.flush()
+    # A cancelled visit withdraws its questionnaires; undoing it brings them back.
+    signals.participant_changed.send(visit.participant)
     return visit
 
 

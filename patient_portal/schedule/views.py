@@ -14,6 +14,7 @@ from flask import (
     Blueprint,
     Response,
     abort,
+    current_app,
     flash,
     get_flashed_messages,
     redirect,
@@ -27,7 +28,6 @@ from flask_login import current_user
 from patient_portal import clock
 from patient_portal.accounts.auth import participant_of_visible_site, require
 from patient_portal.accounts.models import Participant
-from patient_portal.accounts.services import plan_participant_year
 from patient_portal.extensions import db, limiter
 from patient_portal.i18n import current_language, format_date, format_relative_days, format_time
 from patient_portal.protocol.services import Site, get_protocol
@@ -43,23 +43,14 @@ bp = Blueprint("schedule", __name__)
 
 @dataclass(frozen=True)
 class HomeSection:
-    template: str
-    context: Callable[[Participant, datetime], dict | None]
-
-
-HOME_SECTIONS: list[HomeSection] = []
-
-
-def register_home_section(
-    template: str, context: Callable[[Participant, datetime], dict | None]
-) -> None:
-    """Add a section under the next visit on the home page (questionnaires, reminders...).
+    """A section under the next visit on the home page, from another feature.
 
     `context(participant, now)` returns the template's variables (as `section`), or None to
-    leave the section out for that participant.
+    leave the section out for that participant. create_app lists them in order.
     """
-    if all(existing.template != template for existing in HOME_SECTIONS):
-        HOME_SECTIONS.append(HomeSection(template, context))
+
+    template: str
+    context: Callable[[Participant, datetime], dict | None]
 
 
 # --- Presentation ---------------------------------------------------------------------------
@@ -147,7 +138,7 @@ def home():
     entries = services.timeline(participant, now)
     upcoming = next((entry for entry in entries if entry.state == "next"), None)
     sections = []
-    for section in HOME_SECTIONS:
+    for section in current_app.extensions["home_sections"]:
         data = section.context(participant, now)
         if data is not None:
             sections.append((section.template, data))
@@ -307,8 +298,6 @@ def staff_day0(study_id: str):
             moves = services.preview_day0_change(participant, new_day0)
             return _staff_page(participant, day0_preview=moves, day0_form=form, new_day0=new_day0)
         services.change_day0(participant, new_day0, form["reason"])
-        # Questionnaire windows follow the visits they belong to.
-        plan_participant_year(participant)
     except ScheduleError as error:
         db.session.rollback()
         return _staff_page(participant, 422, day0_error=error, day0_form=form)
@@ -352,8 +341,6 @@ def staff_status(study_id: str, code: str):
     visit = _visit_of(participant, code)
     try:
         services.mark_visit(visit, request.form.get("status", ""), request.form.get("reason"))
-        # A cancelled visit withdraws its questionnaires; undoing it brings them back.
-        plan_participant_year(participant)
     except ScheduleError as error:
         db.session.rollback()
         return _staff_visit_answer(participant, visit, error)

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from flask import current_app
 from flask_babel import gettext as _
 
-from patient_portal import audit, clock
+from patient_portal import audit, clock, signals
 from patient_portal.accounts import services as account_services
 from patient_portal.accounts.auth import visible_site_codes
 from patient_portal.accounts.models import (
@@ -925,8 +925,8 @@ def participant_audit_history(participant: Participant, limit: int = 200) -> lis
 def withdraw_participant(participant: Participant, staff: StaffUser, reason: str) -> int:
     """Withdraw a participant: questionnaires not done are closed, reminders stop, data stays.
 
-    The participant is signed out and unused enrolment links stop. Features that act for a
-    participant (reminders) register a callable in app.extensions["withdrawal_hooks"].
+    The participant is signed out and unused enrolment links stop; every feature closes its
+    own rows on `participant_withdrawn`, and may return counts for the audit event.
     Returns how many questionnaires were closed.
     """
     reason = (reason or "").strip()
@@ -938,22 +938,10 @@ def withdraw_participant(participant: Participant, staff: StaffUser, reason: str
         raise WorkspaceError(_("This participant has already withdrawn."), 409)
     before = participant.status
     participant.status = "withdrawn"
-    now = clock.now()
-    # Only what could still be answered closes: one already missed stays missed, so the
-    # completion record before the withdrawal is not rewritten.
-    closed = db.session.execute(
-        sa.update(Assignment)
-        .where(
-            Assignment.participant_id == participant.id,
-            Assignment.status.in_(("planned", "in_progress")),
-            sa.or_(
-                Assignment.closes_at > now,
-                sa.and_(Assignment.status == "in_progress", Assignment.closes_at > now - grace()),
-            ),
-        )
-        .values(status="withdrawn")
-        .execution_options(synchronize_session="fetch")
-    ).rowcount
+    counts: dict[str, int] = {}
+    for _receiver, outcome in signals.participant_withdrawn.send(participant):
+        if isinstance(outcome, dict):
+            counts.update(outcome)
     account_services.end_all_sessions(participant, reason="participant withdrawn")
     account_services.revoke_enrolment_links(participant)
     db.session.flush()
@@ -962,13 +950,11 @@ def withdraw_participant(participant: Participant, staff: StaffUser, reason: str
         "participant",
         participant.study_id,
         before={"status": before},
-        after={"status": "withdrawn", "questionnaires_closed": closed},
+        after={"status": "withdrawn", **counts},
         reason=reason,
         actor=staff.audit_name,
     )
-    for hook in current_app.extensions.get("withdrawal_hooks", []):
-        hook(participant)
-    return closed
+    return counts.get("questionnaires_closed", 0)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,8 +9,6 @@ fragment only.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from datetime import date
 
 from babel.numbers import format_percent
@@ -233,15 +231,4 @@ def audit_log():
 
 
 def init_app(app: Flask) -> None:
-    """Register the blueprint and the withdrawal registry other features add to.
-
-    `withdrawal_hooks`: callables(participant) run when a participant withdraws (reminders stop).
-    """
     app.register_blueprint(bp)
-    hooks = app.extensions.setdefault("withdrawal_hooks", [])
-    # The reminders feature may not be installed yet; when it is, withdrawal cancels reminders.
-    if importlib.util.find_spec("patient_portal.reminders.services") is not None:
-        reminders = importlib.import_module("patient_portal.reminders.services")
-        cancel = getattr(reminders, "cancel_reminders_for", None)
-        if cancel is not None and cancel not in hooks:
-            hooks.append(cancel)

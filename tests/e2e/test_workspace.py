@@ -13,9 +13,9 @@ import sqlalchemy as sa
 from playwright.sync_api import expect
 
 from patient_portal import clock
-from patient_portal.accounts import services as account_services
 from patient_portal.demo import answer_due
 from patient_portal.extensions import db
+from patient_portal.planning import plan_year
 from patient_portal.questionnaires.models import Alert, Assignment
 from tests.e2e.conftest import assert_accessible
 from tests.factories import open_session_for
@@ -51,7 +51,7 @@ WORDS = {
 def _participant(make_participant, days: int, habit: str):
     today = clock.now().date()
     person = make_participant(site_code="JGH", day0=today - timedelta(days=days))
-    account_services.plan_participant_year(person)
+    plan_year(person)
     answer_due(person, habit, clock.now())
     return person
 

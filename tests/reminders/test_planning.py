@@ -8,9 +8,9 @@ from datetime import UTC, date, datetime, time, timedelta
 import pytest
 import sqlalchemy as sa
 
-from patient_portal.accounts.services import plan_participant_year
 from patient_portal.audit import AuditEvent, verify_chain
 from patient_portal.extensions import db
+from patient_portal.planning import plan_year
 from patient_portal.reminders import services
 from patient_portal.reminders.models import Reminder
 from patient_portal.schedule import services as schedule
@@ -120,7 +120,7 @@ def test_quiet_hours_ending_in_the_spring_forward_gap_end_an_hour_later(app, now
     now(_utc(2027, 3, 10, 12))
     participant = make_participant(site_code="SLS", day0=date(2027, 3, 28), planned=False)
     services.save_preferences(participant, {k: ["inapp"] for k in services.KINDS}, (22, 2))
-    plan_participant_year(participant)
+    plan_year(participant)
     db.session.commit()
     m0 = visit_of(participant, "M0")
     day_before = next(
@@ -138,7 +138,7 @@ def test_a_reminder_that_would_wait_past_its_visit_comes_before_quiet_hours(
     now(_utc(2026, 11, 20, 15))
     participant = make_participant(day0=date(2026, 12, 1), planned=False)
     services.save_preferences(participant, {k: ["inapp"] for k in services.KINDS}, (21, 9))
-    plan_participant_year(participant)
+    plan_year(participant)
     m0 = visit_of(participant, "M0")
     schedule.set_appointment(m0, date(2026, 12, 1), time(8, 30), None, None, None)
     db.session.commit()
@@ -155,7 +155,7 @@ def test_without_quiet_hours_a_questionnaire_reminder_comes_when_it_opens(now, m
     now(_utc(2026, 11, 20, 15))
     participant = make_participant(day0=date(2026, 11, 1), planned=False)
     services.save_preferences(participant, {k: ["inapp"] for k in services.KINDS}, None)
-    plan_participant_year(participant)
+    plan_year(participant)
     db.session.commit()
     opens = [r for r in reminders_of(participant, kind="questionnaire") if ":opens:" in r.subject]
     local = opens[0].due_at.astimezone(schedule.site_of(participant).zone)
@@ -212,7 +212,7 @@ def test_planning_is_idempotent(now, make_participant):
     count = len(reminders_of(participant))
     assert count > 0
     assert services.plan_reminders(participant) == 0
-    assert plan_participant_year(participant) is False
+    assert plan_year(participant) is False
     assert len(reminders_of(participant)) == count
 
 
@@ -220,7 +220,7 @@ def test_changing_day0_moves_the_reminders(now, make_participant):
     now(_utc(2026, 11, 20, 15))
     participant = make_participant(day0=date(2026, 12, 1))
     schedule.change_day0(participant, date(2026, 12, 8), "Product delivery delayed")
-    plan_participant_year(participant)
+    plan_year(participant)
     db.session.commit()
     planned = reminders_of(participant, kind="infusion", status="planned")
     assert {r.subject.rsplit(":", 1)[1] for r in planned} == {"2026-12-08"}

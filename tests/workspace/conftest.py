@@ -7,9 +7,9 @@ from datetime import timedelta
 import pytest
 
 from patient_portal import clock
-from patient_portal.accounts import services as account_services
 from patient_portal.demo import answer_due
 from patient_portal.extensions import db
+from patient_portal.planning import plan_year
 
 
 @pytest.fixture
@@ -20,7 +20,7 @@ def in_year(app, make_participant):
     def make(site: str = "JGH", days: int = 40, habit: str = "some", **fields):
         today = clock.now().date()
         participant = make_participant(site_code=site, day0=today - timedelta(days=days), **fields)
-        account_services.plan_participant_year(participant)
+        plan_year(participant)
         answer_due(participant, habit, clock.now())
         db.session.commit()
         return participant

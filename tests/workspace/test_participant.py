@@ -6,7 +6,7 @@ import re
 
 import sqlalchemy as sa
 
-from patient_portal import clock
+from patient_portal import clock, signals
 from patient_portal.audit import AuditEvent, verify_chain
 from patient_portal.extensions import db
 from patient_portal.questionnaires.models import Alert, Answer, Assignment
@@ -49,12 +49,12 @@ def test_withdrawal_closes_questionnaires_keeps_data_and_is_audited(
     person = in_year("JGH", days=40, habit="some")
     answers_before = db.session.scalar(sa.select(sa.func.count(Answer.id)))
     called = []
-    app.extensions["withdrawal_hooks"].append(called.append)
     token = csrf_token(signed_in, "/staff/participants/JGH-001")
-    response = signed_in.post(
-        "/staff/participants/JGH-001/withdraw",
-        data={"csrf_token": token, "reason": "Moved abroad"},
-    )
+    with signals.participant_withdrawn.connected_to(lambda participant: called.append(participant)):
+        response = signed_in.post(
+            "/staff/participants/JGH-001/withdraw",
+            data={"csrf_token": token, "reason": "Moved abroad"},
+        )
     assert response.status_code == 303
     db.session.expire_all()
     assert person.status == "withdrawn"

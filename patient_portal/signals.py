@@ -1,0 +1,20 @@
+"""What one feature tells the others, as blinker signals; create_app connects the receivers.
+
+Features never import each other to react to a change: the service that makes the change sends
+a signal, and the receivers are listed in one place (`patient_portal.create_app`), so the
+wiring can be read at a glance (docs/architecture.md has the table).
+"""
+
+from __future__ import annotations
+
+from blinker import Namespace
+
+_portal = Namespace()
+
+participant_changed = _portal.signal("participant-changed")
+"""Sender: a participant whose year must be (re-)planned: enrolled, day 0 moved, an appointment
+set, a visit marked. Receivers plan what hangs on it; they are idempotent."""
+
+participant_withdrawn = _portal.signal("participant-withdrawn")
+"""Sender: a participant who has just withdrawn. Each feature closes its own rows (what could
+still be answered, reminders not yet sent); the data already collected stays."""
