@@ -30,7 +30,8 @@ from patient_portal.questionnaires.instrument import Instrument
 from patient_portal.questionnaires.loader import get_instrument
 from patient_portal.questionnaires.models import Alert, Answer, Assignment, Submission
 from patient_portal.questionnaires.scoring import evaluate_alerts, score, scorer_versions
-from patient_portal.schedule.models import Visit, local_day_start
+from patient_portal.schedule.models import Visit
+from patient_portal.timezones import local_instant
 
 # How far ahead the participant's list shows what is coming.
 DUE_SOON = timedelta(days=7)
@@ -99,8 +100,8 @@ def _wanted(participant: Participant) -> list[_Planned]:
                 _Planned(
                     key=("visit", visit.id, instrument_id),
                     instrument_id=instrument_id,
-                    opens_at=local_day_start(opens_on, zone),
-                    closes_at=local_day_start(visit.window_end + timedelta(days=1), zone),
+                    opens_at=local_instant(opens_on, zone),
+                    closes_at=local_instant(visit.window_end + timedelta(days=1), zone),
                     visit=visit,
                     withdrawn=visit.status == "cancelled",
                 )
@@ -115,8 +116,8 @@ def _wanted(participant: Participant) -> list[_Planned]:
                     _Planned(
                         key=("series", series.code, occurrence, series.instrument),
                         instrument_id=series.instrument,
-                        opens_at=local_day_start(start, zone),
-                        closes_at=local_day_start(start + timedelta(days=series.open_days), zone),
+                        opens_at=local_instant(start, zone),
+                        closes_at=local_instant(start + timedelta(days=series.open_days), zone),
                         series_code=series.code,
                         occurrence=occurrence,
                     )

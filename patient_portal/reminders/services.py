@@ -50,7 +50,8 @@ from patient_portal.reminders.models import (
     ReminderAttempt,
     ReminderPreference,
 )
-from patient_portal.schedule.models import Visit, local_day_start
+from patient_portal.schedule.models import Visit
+from patient_portal.timezones import local_instant
 
 log = logging.getLogger(__name__)
 
@@ -383,7 +384,7 @@ def _moments(participant: Participant, zone: ZoneInfo) -> list[tuple]:
     for visit in visits:
         day = _visit_day(visit, zone)
         # The visit's moment: its appointment, else the end of its day.
-        event = visit.scheduled_at or local_day_start(day + timedelta(days=1), zone)
+        event = visit.scheduled_at or local_instant(day + timedelta(days=1), zone)
         if visit.kind == "infusion":
             kind = "infusion"
             plan = [

@@ -7,7 +7,7 @@ calendar in Montréal or Paris, whatever UTC says. Appointments are instants, st
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -17,17 +17,9 @@ from patient_portal import clock
 from patient_portal.accounts.models import Participant
 from patient_portal.db import UTCDateTime
 from patient_portal.extensions import db
+from patient_portal.timezones import local_instant
 
 VISIT_STATUSES = ("planned", "completed", "missed", "cancelled")
-
-
-def local_day_start(day: date, zone: ZoneInfo) -> datetime:
-    """The UTC instant at which a local calendar day begins in the zone.
-
-    Neither site's zone changes its clocks at midnight, but if one did, fold=0 resolves a
-    midnight inside a gap to the first instant that exists on that day.
-    """
-    return datetime.combine(day, time.min, tzinfo=zone).astimezone(UTC)
 
 
 class Visit(db.Model):
@@ -71,17 +63,17 @@ class Visit(db.Model):
     @property
     def window_opens_at(self) -> datetime:
         """UTC instant of local 00:00 on the first day of the window."""
-        return local_day_start(self.window_start, self.zone)
+        return local_instant(self.window_start, self.zone)
 
     @property
     def window_closes_at(self) -> datetime:
         """UTC instant of local 00:00 the day after the window: an exclusive end."""
-        return local_day_start(self.window_end + timedelta(days=1), self.zone)
+        return local_instant(self.window_end + timedelta(days=1), self.zone)
 
     @property
     def target_day_starts_at(self) -> datetime:
         """UTC instant of local 00:00 on the target date."""
-        return local_day_start(self.target_date, self.zone)
+        return local_instant(self.target_date, self.zone)
 
     def notes(self, language: str) -> str | None:
         return self.notes_fr if language == "fr" else self.notes_en

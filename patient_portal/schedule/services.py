@@ -21,9 +21,11 @@ from flask_babel import gettext as _
 
 from patient_portal import audit, clock, signals
 from patient_portal.accounts.models import Participant
+from patient_portal.errors import PortalError
 from patient_portal.extensions import db
 from patient_portal.protocol.services import Site, VisitDefinition, get_protocol
 from patient_portal.schedule.models import CalendarFeed, Visit
+from patient_portal.timezones import local_today, wall_clock_to_utc
 
 # A day 0 further than this from today is a typing mistake, not a plan.
 DAY0_LIMIT = timedelta(days=730)
@@ -36,19 +38,10 @@ PRODID = "-//CARE-SSc//Participant portal//EN"
 MARKABLE_STATUSES = ("planned", "completed", "missed", "cancelled")
 
 
-class ScheduleError(ValueError):
+class ScheduleError(PortalError):
     """Bad input for a schedule change; the message is translated and safe to show."""
 
     status = 422
-
-    def __init__(self, message: str, field: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.field = field
-
-
-class NonexistentLocalTime(ScheduleError):
-    """The wall-clock time falls in the spring-forward gap: no clock shows it that day."""
 
 
 @dataclass(frozen=True)
@@ -84,55 +77,6 @@ class TimelineEntry:
 
 def site_of(participant: Participant) -> Site:
     return get_protocol().site(participant.site_code)
-
-
-def local_today(zone: ZoneInfo, now: datetime) -> date:
-    """Today's date on the site's wall calendar."""
-    return now.astimezone(zone).date()
-
-
-def wall_clock_to_utc(local_date: date, local_time: time, zone: ZoneInfo) -> datetime:
-    """Convert a site wall-clock date and time to a UTC instant.
-
-    A time inside the spring-forward gap (e.g. 02:30 on 8 March 2026 in Montréal) does not
-    exist and raises NonexistentLocalTime. A time that occurs twice at the fall-back change
-    (e.g. 01:30 on 1 November 2026 in Montréal) resolves to its FIRST occurrence, fold=0, which
-    is still summer time (UTC−4 there): the appointment is the earlier of the two instants.
-    """
-    naive = datetime.combine(local_date, local_time.replace(tzinfo=None, fold=0))
-    first = naive.replace(tzinfo=zone, fold=0)
-    as_utc = first.astimezone(UTC)
-    if as_utc.astimezone(zone).replace(tzinfo=None) != naive:
-        raise NonexistentLocalTime(
-            _(
-                "%(time)s does not exist on that day: the clocks jump forward an hour. "
-                "Please choose another time.",
-                time=local_time.strftime("%H:%M"),
-            ),
-            field="time",
-        )
-    return as_utc
-
-
-def is_repeated_local_time(moment: datetime, zone: ZoneInfo) -> bool:
-    """True when the wall-clock reading of this instant occurs twice (fall-back change)."""
-    naive = moment.astimezone(zone).replace(tzinfo=None)
-    return naive.replace(tzinfo=zone, fold=0).utcoffset() != naive.replace(
-        tzinfo=zone, fold=1
-    ).utcoffset() and wall_clock_exists(naive, zone)
-
-
-def wall_clock_exists(naive: datetime, zone: ZoneInfo) -> bool:
-    return naive.replace(tzinfo=zone).astimezone(UTC).astimezone(zone).replace(tzinfo=None) == naive
-
-
-def utc_offset_label(moment: datetime, zone: ZoneInfo) -> str:
-    """UTC−04:00 style, for a repeated local time shown with its offset."""
-    offset = moment.astimezone(zone).utcoffset() or timedelta(0)
-    minutes = int(offset.total_seconds() // 60)
-    sign = "+" if minutes >= 0 else "−"
-    minutes = abs(minutes)
-    return f"UTC{sign}{minutes // 60:02d}:{minutes % 60:02d}"
 
 
 # --- Input parsing --------------------------------------------------------------------------

@@ -25,15 +25,16 @@ from flask import (
 from flask_babel import gettext as _
 from flask_login import current_user
 
-from patient_portal import clock
+from patient_portal import clock, timezones
 from patient_portal.accounts.auth import participant_of_visible_site, require
 from patient_portal.accounts.models import Participant
+from patient_portal.errors import PortalError
 from patient_portal.extensions import db, limiter
 from patient_portal.i18n import current_language, format_date, format_relative_days, format_time
 from patient_portal.protocol.services import Site, get_protocol
 from patient_portal.schedule import services
 from patient_portal.schedule.models import Visit
-from patient_portal.schedule.services import ScheduleError, TimelineEntry
+from patient_portal.schedule.services import TimelineEntry
 
 bp = Blueprint("schedule", __name__)
 
@@ -104,8 +105,8 @@ class Formatter:
             date=format_date(visit.scheduled_at, self.locale, zone),
             time=format_time(visit.scheduled_at, self.locale, zone),
         )
-        if services.is_repeated_local_time(visit.scheduled_at, zone):
-            text += f" ({services.utc_offset_label(visit.scheduled_at, zone)})"
+        if timezones.is_repeated_local_time(visit.scheduled_at, zone):
+            text += f" ({timezones.utc_offset_label(visit.scheduled_at, zone)})"
         return text
 
     def window(self, visit: Visit) -> str:
@@ -259,7 +260,7 @@ def _staff_page(participant: Participant, status: int = 200, **extra):
     return render_template("schedule/staff.html", **_staff_context(participant, **extra)), status
 
 
-def _staff_visit_answer(participant: Participant, visit: Visit, error: ScheduleError | None):
+def _staff_visit_answer(participant: Participant, visit: Visit, error: PortalError | None):
     """After a visit form: the visit's fragment for htmx, else the page (or a redirect)."""
     status = 422 if error else 200
     if error is None and not (request.htmx and not request.htmx.boosted):
@@ -298,7 +299,7 @@ def staff_day0(study_id: str):
             moves = services.preview_day0_change(participant, new_day0)
             return _staff_page(participant, day0_preview=moves, day0_form=form, new_day0=new_day0)
         services.change_day0(participant, new_day0, form["reason"])
-    except ScheduleError as error:
+    except PortalError as error:
         db.session.rollback()
         return _staff_page(participant, 422, day0_error=error, day0_form=form)
     db.session.commit()
@@ -327,7 +328,7 @@ def staff_appointment(study_id: str, code: str):
             request.form.get("notes_fr"),
             request.form.get("reason"),
         )
-    except ScheduleError as error:
+    except PortalError as error:
         db.session.rollback()
         return _staff_visit_answer(participant, visit, error)
     db.session.commit()
@@ -341,7 +342,7 @@ def staff_status(study_id: str, code: str):
     visit = _visit_of(participant, code)
     try:
         services.mark_visit(visit, request.form.get("status", ""), request.form.get("reason"))
-    except ScheduleError as error:
+    except PortalError as error:
         db.session.rollback()
         return _staff_visit_answer(participant, visit, error)
     db.session.commit()

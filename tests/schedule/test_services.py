@@ -8,11 +8,13 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
+from patient_portal import timezones
 from patient_portal.audit import AuditEvent, verify_chain
 from patient_portal.extensions import db
 from patient_portal.schedule import services
 from patient_portal.schedule.models import Visit
-from patient_portal.schedule.services import NonexistentLocalTime, ScheduleError
+from patient_portal.schedule.services import ScheduleError
+from patient_portal.timezones import NonexistentLocalTime
 from tests.schedule.helpers import visit
 
 pytestmark = pytest.mark.usefixtures("in_request")
@@ -222,11 +224,11 @@ def test_a_repeated_fall_back_time_is_its_first_occurrence(
     participant = planned(day0=day, site_code=site_code)
     m0 = services.set_appointment(visit(participant, "M0"), day, clock, "", "", "")
     assert m0.scheduled_at == first
-    assert services.is_repeated_local_time(m0.scheduled_at, zone)
-    assert services.utc_offset_label(m0.scheduled_at, zone) == offset
+    assert timezones.is_repeated_local_time(m0.scheduled_at, zone)
+    assert timezones.utc_offset_label(m0.scheduled_at, zone) == offset
     # The second occurrence is an hour later and is never what the coordinator gets.
     assert first + timedelta(hours=1) != m0.scheduled_at
-    assert not services.is_repeated_local_time(first + timedelta(hours=3), zone)
+    assert not timezones.is_repeated_local_time(first + timedelta(hours=3), zone)
 
 
 def test_an_appointment_is_stored_in_utc_with_notes_and_audited(planned):
