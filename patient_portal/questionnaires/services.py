@@ -19,6 +19,7 @@ from sqlalchemy.orm import selectinload
 
 from patient_portal import audit, clock
 from patient_portal.accounts.models import Participant, StaffUser
+from patient_portal.errors import PortalError
 from patient_portal.extensions import db
 from patient_portal.protocol.services import get_protocol
 from patient_portal.questionnaires.engine import (
@@ -38,16 +39,16 @@ DUE_SOON = timedelta(days=7)
 DONE_SHOWN = 10
 
 
-class QuestionnaireError(Exception):
-    """An action the assignment's state does not allow. `code` is translated by the web layer.
+class QuestionnaireError(PortalError):
+    """An action the assignment's state does not allow. `code` is translated by the web layer,
+    which knows the assignment (its closing day) and words the refusal with it.
 
     Codes: not_open_yet, closed, withdrawn, submitted (409), incomplete (422).
     """
 
     def __init__(self, code: str, status: int = 409, missing: list[str] | None = None):
-        super().__init__(code)
+        super().__init__(code, status)
         self.code = code
-        self.status = status
         self.missing = missing or []
 
 

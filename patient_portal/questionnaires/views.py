@@ -23,6 +23,7 @@ from patient_portal.accounts.auth import (
     visible_site_codes,
 )
 from patient_portal.accounts.models import Participant
+from patient_portal.errors import rolled_back
 from patient_portal.extensions import db
 from patient_portal.i18n import current_language, format_date, format_datetime, format_number
 from patient_portal.protocol.services import get_protocol
@@ -147,13 +148,34 @@ def filler(view: Callable) -> Callable:
     return wrapped
 
 
-def _unavailable(error: services.QuestionnaireError, assignment: Assignment):
-    db.session.rollback()
+@bp.errorhandler(services.QuestionnaireError)
+def unavailable(error: services.QuestionnaireError):
+    """The assignment's state refused the action: say why, in words that name its window; a
+    submission with questions left goes back to the review, which lists them."""
+    rolled_back()
+    assignment = db.get_or_404(Assignment, (request.view_args or {}).get("assignment_id"))
+    if error.code == "incomplete":
+        return _review(assignment, error.status, unavailable_message(error, assignment)[1])
     title, detail = unavailable_message(error, assignment)
     template = (
         "questionnaires/_unavailable.html" if _is_fragment() else "questionnaires/unavailable.html"
     )
     return _render(template, status=error.status, title=title, detail=detail, assignment=assignment)
+
+
+@bp.errorhandler(AnswerError)
+def answer_refused(error: AnswerError):
+    """A value the question does not accept: the question again, with the reason (422)."""
+    rolled_back()
+    args = request.view_args or {}
+    assignment = db.get_or_404(Assignment, args.get("assignment_id"))
+    instrument, item = _load_item(assignment, str(args.get("item_id")))
+    answers = services.answers_of(assignment, instrument)
+    context = _item_context(
+        assignment, instrument, item, answers, error=answer_error_message(error, item)
+    )
+    template = "questionnaires/_item.html" if _is_fragment() else "questionnaires/item.html"
+    return _render(template, status=422, **context)
 
 
 def display_value(instrument: Instrument, item: Item, value: Any, assignment: Assignment) -> str:
@@ -286,7 +308,7 @@ def start(assignment: Assignment):
         return redirect(url_for("questionnaires.done", assignment_id=assignment.id))
     if state not in ("open", "in_progress"):
         code = {"upcoming": "not_open_yet", "withdrawn": "withdrawn"}.get(state, "closed")
-        return _unavailable(services.QuestionnaireError(code), assignment)
+        raise services.QuestionnaireError(code)
     instrument = get_instrument(assignment.instrument_id)
     answers = services.answers_of(assignment, instrument)
     if not answers:
@@ -310,23 +332,20 @@ def _load_item(assignment: Assignment, item_id: str) -> tuple[Instrument, Item]:
     return instrument, instrument.item(item_id)
 
 
-def _writable_or_error(assignment: Assignment):
+def _ensure_writable(assignment: Assignment) -> None:
     state = services.state_of(assignment)
     if state == "completed":
-        return _unavailable(services.QuestionnaireError("submitted"), assignment)
+        raise services.QuestionnaireError("submitted")
     if state not in ("open", "in_progress"):
         code = {"upcoming": "not_open_yet", "withdrawn": "withdrawn"}.get(state, "closed")
-        return _unavailable(services.QuestionnaireError(code), assignment)
-    return None
+        raise services.QuestionnaireError(code)
 
 
 @bp.get("/questionnaires/<int:assignment_id>/items/<item_id>")
 @filler
 def item(assignment: Assignment, item_id: str):
     instrument, item = _load_item(assignment, item_id)
-    refused = _writable_or_error(assignment)
-    if refused is not None:
-        return refused
+    _ensure_writable(assignment)
     answers = services.answers_of(assignment, instrument)
     if item.id not in {i.id for i in visible_items(instrument, answers)}:
         # Hidden by an answer given since the link was made: go where the questions continue.
@@ -343,18 +362,7 @@ def item(assignment: Assignment, item_id: str):
 def answer(assignment: Assignment, item_id: str):
     instrument, item = _load_item(assignment, item_id)
     raw = request.form.getlist("value")
-    try:
-        services.save_answer(assignment, item.id, raw, current_user)
-    except services.QuestionnaireError as error:
-        return _unavailable(error, assignment)
-    except AnswerError as error:
-        db.session.rollback()
-        answers = services.answers_of(assignment, instrument)
-        context = _item_context(
-            assignment, instrument, item, answers, error=answer_error_message(error, item)
-        )
-        template = "questionnaires/_item.html" if _is_fragment() else "questionnaires/item.html"
-        return _render(template, status=422, **context)
+    services.save_answer(assignment, item.id, raw, current_user)
     answers = services.answers_of(assignment, instrument)
     if _is_fragment():
         # Rendered before the commit, while the rows are still loaded (a commit expires them);
@@ -415,22 +423,14 @@ def _review(assignment: Assignment, status: int = 200, error: str | None = None)
 @bp.get("/questionnaires/<int:assignment_id>/review")
 @filler
 def review(assignment: Assignment):
-    refused = _writable_or_error(assignment)
-    if refused is not None:
-        return refused
+    _ensure_writable(assignment)
     return _review(assignment)
 
 
 @bp.post("/questionnaires/<int:assignment_id>/submit")
 @filler
 def submit(assignment: Assignment):
-    try:
-        services.submit(assignment, current_user, current_language())
-    except services.QuestionnaireError as error:
-        if error.code == "incomplete":
-            db.session.rollback()
-            return _review(assignment, 422, unavailable_message(error, assignment)[1])
-        return _unavailable(error, assignment)
+    services.submit(assignment, current_user, current_language())
     db.session.commit()
     return redirect(url_for("questionnaires.done", assignment_id=assignment.id), 303)
 
