@@ -47,6 +47,7 @@ from patient_portal.accounts.models import (
     StaffUser,
     WebAuthnCeremony,
 )
+from patient_portal.errors import PortalError
 from patient_portal.extensions import db
 from patient_portal.protocol.services import get_protocol
 
@@ -58,16 +59,8 @@ MAX_CREDENTIAL_JSON = 16_384
 Owner = Participant | StaffUser
 
 
-class AccountError(Exception):
+class AccountError(PortalError):
     """A refused accounts action; `message` is translated for the person in front of the screen."""
-
-    status = 400
-
-    def __init__(self, message: str, status: int | None = None):
-        super().__init__(message)
-        self.message = message
-        if status is not None:
-            self.status = status
 
 
 class SignInFailed(AccountError):

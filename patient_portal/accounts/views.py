@@ -23,7 +23,7 @@ from flask_login import current_user, logout_user
 from patient_portal import audit
 from patient_portal.accounts import services
 from patient_portal.accounts.auth import require
-from patient_portal.accounts.services import AccountError
+from patient_portal.errors import PortalError, rolled_back
 from patient_portal.extensions import db, limiter
 from patient_portal.i18n import LANGUAGE_COOKIE
 from patient_portal.security import current_session_record, end_session, start_authenticated_session
@@ -42,16 +42,35 @@ def home_for(owner) -> str:
     return url_for(endpoint)
 
 
-def _json_error(message: str, status: int):
-    db.session.rollback()
-    return jsonify(error=message), status
+# Ceremonies whose refusal is committed: the ceremony was deleted before verification, and that
+# deletion must stick even though the ceremony failed, so a challenge is answered once at most.
+CEREMONY_ENDS = {"accounts.enrol_verify", "accounts.add_passkey_verify"}
+# Settings actions whose refusal is shown on the settings page, above the passkeys and sessions.
+SETTINGS_ACTIONS = {
+    "accounts.rename_passkey",
+    "accounts.remove_passkey",
+    "accounts.end_other_session",
+}
 
 
-def _refused(error: AccountError):
-    # The ceremony was deleted before verification; that deletion must stick even though the
-    # ceremony failed, so a challenge is answered once at most.
-    db.session.commit()
+@bp.errorhandler(PortalError)
+def refused(error: PortalError):
+    """A refused accounts action, answered where the person is: the passkey script (JSON), the
+    enrolment link's page, or the settings page."""
+    if request.endpoint in CEREMONY_ENDS:
+        db.session.commit()
+        return jsonify(error=error.message), error.status
+    rolled_back()
+    if request.endpoint == "accounts.enrol":
+        return render_template("accounts/enrol_refused.html", message=error.message), error.status
+    if request.endpoint in SETTINGS_ACTIONS:
+        return _settings_page(error.message, error.status)
     return jsonify(error=error.message), error.status
+
+
+def _not_created():
+    rolled_back()
+    return jsonify(error=_("The passkey could not be created. Please try again.")), 400
 
 
 def _credential_body() -> str:
@@ -64,10 +83,7 @@ def _credential_body() -> str:
 @bp.get("/enrol/<token>")
 @limiter.limit(CEREMONY_LIMIT)
 def enrol(token: str):
-    try:
-        enrolment = services.usable_enrolment_token(token)
-    except AccountError as error:
-        return render_template("accounts/enrol_refused.html", message=error.message), error.status
+    enrolment = services.usable_enrolment_token(token)
     owner = services.token_owner(enrolment)
     # The welcome is in the participant's own language, whatever the phone says.
     with force_locale(owner.language):
@@ -88,10 +104,7 @@ def enrol(token: str):
 @bp.post("/enrol/<token>/options")
 @limiter.limit(CEREMONY_LIMIT)
 def enrol_options(token: str):
-    try:
-        enrolment = services.usable_enrolment_token(token)
-    except AccountError as error:
-        return _json_error(error.message, error.status)
+    enrolment = services.usable_enrolment_token(token)
     key, options = services.registration_options(services.token_owner(enrolment), enrolment)
     session[CEREMONY_KEY] = key
     db.session.commit()
@@ -101,14 +114,11 @@ def enrol_options(token: str):
 @bp.post("/enrol/<token>/verify")
 @limiter.limit(CEREMONY_LIMIT)
 def enrol_verify(token: str):
-    try:
-        enrolment = services.usable_enrolment_token(token)
-        passkey = services.finish_registration(session.pop(CEREMONY_KEY, None), _credential_body())
-    except AccountError as error:
-        return _refused(error)
+    enrolment = services.usable_enrolment_token(token)
+    passkey = services.finish_registration(session.pop(CEREMONY_KEY, None), _credential_body())
     owner = passkey.participant or passkey.staff
     if services.token_owner(enrolment) is not owner:
-        return _json_error(_("The passkey could not be created. Please try again."), 400)
+        return _not_created()
     start_authenticated_session(session, owner)
     db.session.commit()
     return jsonify(redirect=home_for(owner))
@@ -219,12 +229,9 @@ def add_passkey_options():
 @require("any")
 @limiter.limit(CEREMONY_LIMIT)
 def add_passkey_verify():
-    try:
-        passkey = services.finish_registration(session.pop(CEREMONY_KEY, None), _credential_body())
-    except AccountError as error:
-        return _refused(error)
+    passkey = services.finish_registration(session.pop(CEREMONY_KEY, None), _credential_body())
     if (passkey.participant or passkey.staff) is not current_user._get_current_object():
-        return _json_error(_("The passkey could not be created. Please try again."), 400)
+        return _not_created()
     db.session.commit()
     return jsonify(redirect=url_for("accounts.settings"))
 
@@ -232,11 +239,7 @@ def add_passkey_verify():
 @bp.post("/settings/passkeys/<int:passkey_id>/rename")
 @require("any")
 def rename_passkey(passkey_id: int):
-    try:
-        services.rename_passkey(current_user, passkey_id, request.form.get("nickname", ""))
-    except AccountError as error:
-        db.session.rollback()
-        return _settings_page(error.message, error.status)
+    services.rename_passkey(current_user, passkey_id, request.form.get("nickname", ""))
     db.session.commit()
     return redirect(url_for("accounts.settings"), 303)
 
@@ -244,11 +247,7 @@ def rename_passkey(passkey_id: int):
 @bp.post("/settings/passkeys/<int:passkey_id>/remove")
 @require("any")
 def remove_passkey(passkey_id: int):
-    try:
-        services.remove_passkey(current_user, passkey_id)
-    except AccountError as error:
-        db.session.rollback()
-        return _settings_page(error.message, error.status)
+    services.remove_passkey(current_user, passkey_id)
     db.session.commit()
     return redirect(url_for("accounts.settings"), 303)
 
@@ -256,10 +255,6 @@ def remove_passkey(passkey_id: int):
 @bp.post("/settings/sessions/<session_id>/end")
 @require("any")
 def end_other_session(session_id: str):
-    try:
-        services.end_session_by_id(current_user, session_id)
-    except AccountError as error:
-        db.session.rollback()
-        return _settings_page(error.message, error.status)
+    services.end_session_by_id(current_user, session_id)
     db.session.commit()
     return redirect(url_for("accounts.settings"), 303)
