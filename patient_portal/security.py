@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import datetime, timedelta
+from typing import cast
 
 import sqlalchemy as sa
 from flask import Flask, Request, Response, request
@@ -96,7 +97,9 @@ class ServerSessionInterface(SessionInterface):
         session.touched = now - record.last_seen_at >= LAST_SEEN_RESOLUTION
         return session
 
-    def save_session(self, app: Flask, session: ServerSession, response: Response) -> None:
+    def save_session(  # type: ignore[override]  # open_session only ever makes ServerSessions
+        self, app: Flask, session: ServerSession, response: Response
+    ) -> None:
         name = self.get_cookie_name(app)
         response.vary.add("Cookie")
         if session.ended:
@@ -105,6 +108,7 @@ class ServerSessionInterface(SessionInterface):
         now = clock.now()
         # Its own short transaction: the request's unit of work has committed or rolled back
         # by now, and session bookkeeping must never commit half of a failed request.
+        statement: sa.Executable | None
         if session.record_id is None:
             if not session.modified:
                 return
@@ -143,9 +147,10 @@ class ServerSessionInterface(SessionInterface):
 
 
 def start_authenticated_session(
-    session: ServerSession, owner: Participant | StaffUser
+    flask_session: SessionMixin, owner: Participant | StaffUser
 ) -> AuthSession:
     """A new session row and token for this owner (never reuse the pre-login id); flushes."""
+    session = cast(ServerSession, flask_session)
     now = clock.now()
     if session.record_id is not None:
         db.session.execute(sa.delete(AuthSession).where(AuthSession.id == session.record_id))
@@ -180,10 +185,11 @@ def end_session(session: ServerSession) -> None:
     session.ended = True
 
 
-def current_session_record(session: ServerSession) -> AuthSession | None:
-    if session.record_id is None:
+def current_session_record(flask_session: SessionMixin) -> AuthSession | None:
+    record_id = cast(ServerSession, flask_session).record_id
+    if record_id is None:
         return None
-    return db.session.get(AuthSession, session.record_id)
+    return db.session.get(AuthSession, record_id)
 
 
 def set_security_headers(response: Response) -> Response:

@@ -58,7 +58,7 @@ def draw(size: int, *, full_bleed: bool, content_scale: float) -> bytes:
         for column in range(size):
             x = column + 0.5
             alpha = 1.0 if full_bleed else min(max(0.5 - tile(x, y), 0.0), 1.0)
-            colour = BLUE
+            colour: tuple[int, ...] = BLUE
             for shape, paint in layers:
                 coverage = min(max(0.5 - shape(x, y), 0.0), 1.0)
                 if coverage:

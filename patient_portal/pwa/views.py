@@ -68,9 +68,9 @@ def worker_version() -> str:
         digest.update(hashed.encode() + b"\n")
     for language in LANGUAGES:
         digest.update(render_offline(language).encode())
-    source, _filename, _uptodate = current_app.jinja_env.loader.get_source(
-        current_app.jinja_env, WORKER_TEMPLATE
-    )
+    loader = current_app.jinja_env.loader
+    assert loader is not None  # create_app's Flask always has its package loader
+    source, _filename, _uptodate = loader.get_source(current_app.jinja_env, WORKER_TEMPLATE)
     digest.update(source.encode())
     version = digest.hexdigest()[:12]
     current_app.extensions["pwa_worker_version"] = version

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -141,7 +141,7 @@ def close_for_withdrawal(participant: Participant, **_: object) -> dict[str, int
     completion record before the withdrawal is not rewritten.
     """
     now = clock.now()
-    closed = db.session.execute(
+    result = db.session.execute(
         sa.update(Assignment)
         .where(
             Assignment.participant_id == participant.id,
@@ -153,8 +153,8 @@ def close_for_withdrawal(participant: Participant, **_: object) -> dict[str, int
         )
         .values(status="withdrawn")
         .execution_options(synchronize_session="fetch")
-    ).rowcount
-    return {"questionnaires_closed": closed}
+    )
+    return {"questionnaires_closed": cast(sa.CursorResult, result).rowcount}
 
 
 def plan_assignments(participant: Participant, actor: str | None = None) -> int:

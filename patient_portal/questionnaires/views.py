@@ -12,9 +12,10 @@ from datetime import datetime, timedelta
 from functools import wraps
 from typing import Any
 
-from flask import Blueprint, abort, redirect, render_template, request, url_for
+from flask import Blueprint, abort, redirect, render_template, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
+from htmx_flask import request
 
 from patient_portal.accounts.auth import (
     answer_unauthenticated,
@@ -474,6 +475,7 @@ def staff_overview(study_id: str):
             "alerts": services.alerts_of(a),
         }
         for a in services.submissions_of(participant)
+        if a.submission is not None
     ]
     return _render(
         "questionnaires/staff_overview.html",

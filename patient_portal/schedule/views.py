@@ -6,6 +6,7 @@ the htmx fragment) showing the message, and nothing saved.
 
 from __future__ import annotations
 
+import datetime as datetime_module
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -19,11 +20,11 @@ from flask import (
     get_flashed_messages,
     redirect,
     render_template,
-    request,
     url_for,
 )
 from flask_babel import gettext as _
 from flask_login import current_user
+from htmx_flask import request
 
 from patient_portal import clock, timezones
 from patient_portal.accounts.auth import participant_of_visible_site, require
@@ -92,7 +93,7 @@ class Formatter:
     def date(self, value: date) -> str:
         return format_date(value, self.locale, self.site.zone)
 
-    def short_date(self, value: date) -> str:
+    def short_date(self, value: datetime_module.date) -> str:  # `date` is the method above
         return format_date(value, self.locale, self.site.zone, format="long")
 
     def appointment(self, visit: Visit) -> str | None:
