@@ -87,13 +87,14 @@ def _connect_features(app: Flask) -> None:
     from patient_portal import planning, signals
     from patient_portal.questionnaires import services as questionnaires_services
     from patient_portal.questionnaires import views as questionnaires_views
-    from patient_portal.reminders import services as reminders_services
+    from patient_portal.reminders import planning as reminders_planning
     from patient_portal.reminders import views as reminders_views
     from patient_portal.schedule.views import HomeSection
 
     signals.participant_changed.connect(planning.plan_year, weak=False)
     signals.participant_withdrawn.connect(questionnaires_services.close_for_withdrawal, weak=False)
-    signals.participant_withdrawn.connect(reminders_services.cancel_reminders_for, weak=False)
+    signals.participant_withdrawn.connect(reminders_planning.cancel_reminders_for, weak=False)
+    signals.reminder_preferences_changed.connect(reminders_planning.plan_reminders, weak=False)
     app.extensions["home_sections"] = [
         HomeSection("questionnaires/_home_section.html", questionnaires_views.home_section),
         HomeSection("reminders/_home_banner.html", reminders_views.home_banner),

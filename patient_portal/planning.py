@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from patient_portal.accounts.models import Participant
 from patient_portal.questionnaires import services as questionnaires
-from patient_portal.reminders import services as reminders
+from patient_portal.reminders import planning as reminders
 from patient_portal.schedule import services as schedule
 
 

@@ -18,3 +18,8 @@ set, a visit marked. Receivers plan what hangs on it; they are idempotent."""
 participant_withdrawn = _portal.signal("participant-withdrawn")
 """Sender: a participant who has just withdrawn. Each feature closes its own rows (what could
 still be answered, reminders not yet sent); the data already collected stays."""
+
+reminder_preferences_changed = _portal.signal("reminder-preferences-changed")
+"""Sender: a participant who changed how reminders reach them (channels, quiet hours, e-mail
+address, a phone's notifications). The reminder planner re-plans; it reads those choices, so the
+preferences cannot call it without an import cycle."""

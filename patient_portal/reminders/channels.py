@@ -1,5 +1,5 @@
-"""How a reminder reaches the participant: Web Push (VAPID, RFC 8291/8292), e-mail (SMTP),
-the in-app banner, and a channel that does nothing, for the benchmark.
+"""How a reminder reaches the participant: Web Push (VAPID, RFC 8291/8292), e-mail (SMTP) and
+the in-app banner.
 
 A channel gets a composed `Message` (neutral text: when and where) and answers an `Outcome`;
 it never touches the database. Keys the configuration leaves empty are generated once into
@@ -283,22 +283,6 @@ class InAppChannel(Channel):
         return Outcome("sent")
 
 
-class NoopChannel(Channel):
-    """Accepts everything and sends nothing: the benchmark measures the dispatcher itself."""
-
-    def __init__(self, name: str):
-        self.name = name
-        self.calls = 0  # how many times it was asked to send: the benchmark counts duplicates
-
-    def send(self, message: Message, target: Target) -> Outcome:
-        self.calls += 1
-        return Outcome("sent")
-
-
 def build_channels(app: Flask) -> dict[str, Channel]:
     """The real channels, configured from the app."""
     return {"push": PushChannel(app), "email": EmailChannel(app), "inapp": InAppChannel()}
-
-
-def noop_channels() -> dict[str, Channel]:
-    return {name: NoopChannel(name) for name in ("push", "email", "inapp")}

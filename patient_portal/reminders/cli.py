@@ -16,12 +16,13 @@ from flask.cli import AppGroup
 
 from patient_portal import clock
 from patient_portal.extensions import db
-from patient_portal.reminders import services
+from patient_portal.reminders.dispatch import DispatchCounts, Dispatcher
+from patient_portal.reminders.planning import plan_everyone
 
 reminders_cli = AppGroup("reminders", help="Reminders: planning and dispatch.")
 
 
-def _summary(counts: services.DispatchCounts) -> str:
+def _summary(counts: DispatchCounts) -> str:
     parts = ", ".join(f"{key} {value}" for key, value in sorted(counts.outcomes.items()))
     return f"claimed {counts.claimed}" + (f": {parts}" if parts else "")
 
@@ -29,7 +30,7 @@ def _summary(counts: services.DispatchCounts) -> str:
 @reminders_cli.command("plan")
 def plan_command() -> None:
     """Plan the reminders of every participant not withdrawn, up to the horizon."""
-    changed = services.plan_everyone()
+    changed = plan_everyone()
     click.echo(f"Reminders planned: {changed} rows created, moved or cancelled.")
 
 
@@ -41,7 +42,7 @@ def plan_command() -> None:
 )
 def dispatch_command(loop: bool, interval: float, plan_every: float) -> None:
     """Send the reminders that are due, each exactly once, through their channels."""
-    dispatcher = services.Dispatcher()
+    dispatcher = Dispatcher()
     if not loop:
         click.echo(_summary(dispatcher.run_once()))
         return
@@ -57,7 +58,7 @@ def dispatch_command(loop: bool, interval: float, plan_every: float) -> None:
     while not stopping["now"]:
         try:
             if time.monotonic() - last_plan >= plan_every:
-                services.plan_everyone()
+                plan_everyone()
                 last_plan = time.monotonic()
             counts = dispatcher.run_once()
             if counts.claimed:

@@ -7,7 +7,7 @@ the JSON endpoints that static/js/reminders.js calls, `{"error": ...}`) and noth
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime, time
 
 from flask import (
     Blueprint,
@@ -23,14 +23,18 @@ from flask import (
 from flask_babel import gettext as _
 from flask_login import current_user
 
+from patient_portal import errors
 from patient_portal.accounts.auth import require
 from patient_portal.accounts.models import Participant
+from patient_portal.errors import PortalError
 from patient_portal.extensions import db, limiter
 from patient_portal.i18n import current_language, format_date, format_time
 from patient_portal.protocol.services import get_protocol
-from patient_portal.reminders import channels, services
+from patient_portal.reminders import channels, dispatch, messages, planning
+from patient_portal.reminders import preferences as choices  # `preferences` is the page's view
 from patient_portal.reminders.models import CHANNELS, KINDS, Reminder
-from patient_portal.reminders.services import ReminderError
+from patient_portal.schedule.models import Visit
+from patient_portal.timezones import local_instant
 
 bp = Blueprint("reminders", __name__)
 
@@ -56,7 +60,7 @@ def channel_label(channel: str) -> str:
 
 def hour_label(hour: int) -> str:
     site = get_protocol().site(current_user.site_code)
-    moment = services.local_moment(datetime(2026, 1, 5).date(), hour, site.zone)
+    moment = local_instant(date(2026, 1, 5), site.zone, time(hour))
     return format_time(moment, site.formatting_locale(current_language()), site.zone)
 
 
@@ -72,7 +76,7 @@ def when_label(reminder: Reminder) -> str:
 
 def _page(status: int = 200, errors: dict | None = None, form: dict | None = None, **extra):
     participant: Participant = current_user
-    prefs = services.preferences_of(participant)
+    prefs = choices.preferences_of(participant)
     return render_template(
         "reminders/preferences.html",
         prefs=prefs,
@@ -83,16 +87,30 @@ def _page(status: int = 200, errors: dict | None = None, form: dict | None = Non
         kind_label=kind_label,
         channel_label=channel_label,
         when_label=when_label,
-        upcoming=services.upcoming_reminders(participant),
-        usable=services.usable_channels(participant, prefs),
-        email=services.email_of(participant),
-        smtp=services.smtp_configured(),
-        subscriptions=services.subscriptions_of(participant),
+        upcoming=planning.upcoming_reminders(participant),
+        usable=choices.usable_channels(participant, prefs),
+        email=choices.email_of(participant),
+        smtp=choices.smtp_configured(),
+        subscriptions=choices.subscriptions_of(participant),
         vapid_public_key=channels.vapid_public_key(current_app._get_current_object()),
         errors=errors or {},
         form=form,
         **extra,
     ), status
+
+
+# The phone's script (static/js/reminders.js) reads `{"error": ...}` whatever it sent.
+SCRIPT_ENDPOINTS = {"reminders.push_subscribe", "reminders.push_unsubscribe"}
+
+
+@bp.errorhandler(PortalError)
+def refused(error: PortalError):
+    """Nothing saved; the page again with the message beside what was refused, or JSON for
+    the phone's script."""
+    errors.rolled_back()
+    if request.endpoint in SCRIPT_ENDPOINTS:
+        return jsonify(error=error.message), error.status
+    return _page(error.status, errors={error.field: error.message}, form=request.form)
 
 
 @bp.get("/reminders")
@@ -106,16 +124,12 @@ def preferences():
 def save_preferences():
     participant: Participant = current_user
     chosen = {kind: request.form.getlist(f"channels-{kind}") for kind in KINDS}
-    try:
-        quiet = services.parse_quiet_hours(
-            request.form.get("quiet") == "on",
-            request.form.get("quiet_start"),
-            request.form.get("quiet_end"),
-        )
-        services.save_preferences(participant, chosen, quiet)
-    except ReminderError as error:
-        db.session.rollback()
-        return _page(422, errors={error.field: error.message}, form=request.form)
+    quiet = choices.parse_quiet_hours(
+        request.form.get("quiet") == "on",
+        request.form.get("quiet_start"),
+        request.form.get("quiet_end"),
+    )
+    choices.save_preferences(participant, chosen, quiet)
     db.session.commit()
     flash(_("Your reminder choices are saved."))
     return redirect(url_for("reminders.preferences"), 303)
@@ -127,11 +141,7 @@ def save_preferences():
 def save_email():
     participant: Participant = current_user
     remove = request.form.get("remove") == "yes"
-    try:
-        changed = services.set_email(participant, "" if remove else request.form.get("email"))
-    except ReminderError as error:
-        db.session.rollback()
-        return _page(422, errors={error.field: error.message}, form=request.form)
+    changed = choices.set_email(participant, "" if remove else request.form.get("email"))
     db.session.commit()
     if changed:
         flash(
@@ -144,13 +154,9 @@ def save_email():
 @require("participant")
 @limiter.limit("30/hour")
 def push_subscribe():
-    try:
-        services.add_subscription(
-            current_user, request.get_json(silent=True), request.headers.get("User-Agent", "")
-        )
-    except ReminderError as error:
-        db.session.rollback()
-        return jsonify(error=error.message), 422
+    choices.add_subscription(
+        current_user, request.get_json(silent=True), request.headers.get("User-Agent", "")
+    )
     db.session.commit()
     return jsonify(message=_("Notifications are on for this phone.")), 201
 
@@ -160,7 +166,7 @@ def push_subscribe():
 def push_unsubscribe():
     data = request.get_json(silent=True)
     endpoint = data.get("endpoint") if isinstance(data, dict) else None
-    services.remove_subscription(current_user, endpoint)
+    choices.remove_subscription(current_user, endpoint)
     db.session.commit()
     return jsonify(message=_("Notifications are off for this phone."))
 
@@ -171,13 +177,9 @@ def push_unsubscribe():
 def send_test(channel: str):
     if channel not in CHANNELS:
         abort(404)
-    try:
-        outcome = services.send_test_reminder(
-            current_user, channel, services.Dispatcher(name=f"test:{current_user.study_id}")
-        )
-    except ReminderError as error:
-        db.session.rollback()
-        return _page(422, errors={"test": error.message})
+    outcome = dispatch.send_test_reminder(
+        current_user, channel, dispatch.Dispatcher(name=f"test:{current_user.study_id}")
+    )
     if outcome.status == "sent":
         message = {
             "push": _("A test notification is on its way to your phone."),
@@ -201,14 +203,14 @@ def send_test(channel: str):
 
 def home_banner(participant: Participant, now: datetime) -> dict | None:
     """The in-app reminders shown on top of the home page, if any."""
-    reminders = services.banner_reminders(participant, now)
+    reminders = dispatch.banner_reminders(participant, now)
     if not reminders:
         return None
-    messages = []
+    composed = []
     for reminder in reminders:
-        visit = db.session.get(services.Visit, reminder.visit_id) if reminder.visit_id else None
-        messages.append(services.compose(reminder, participant, visit, now))
-    return {"messages": messages}
+        visit = db.session.get(Visit, reminder.visit_id) if reminder.visit_id else None
+        composed.append(messages.compose(reminder, participant, visit, now))
+    return {"messages": composed}
 
 
 # --- Coordinators ---------------------------------------------------------------------------
@@ -229,7 +231,7 @@ def outcome_label(outcome: str) -> str:
 def _staff_helpers() -> dict:
     # For staff/participant.html's reminder block (templates/reminders/_staff_log.html).
     return {
-        "reminder_log_of": lambda participant: services.reminder_log(participant, limit=30),
+        "reminder_log_of": lambda participant: dispatch.reminder_log(participant, limit=30),
         "reminder_kind_label": kind_label,
         "reminder_channel_label": channel_label,
         "reminder_outcome_label": outcome_label,

@@ -15,7 +15,7 @@ from patient_portal.audit import AuditEvent
 from patient_portal.extensions import db
 from patient_portal.questionnaires.models import Assignment
 from patient_portal.questionnaires.services import plan_assignments
-from patient_portal.reminders import channels, services
+from patient_portal.reminders import channels, dispatch, preferences
 from patient_portal.reminders.channels import Channel, Outcome
 from patient_portal.reminders.models import PushSubscription, Reminder, ReminderAttempt
 from patient_portal.schedule.services import plan_visits
@@ -75,7 +75,7 @@ def test_four_dispatchers_in_parallel_send_each_reminder_exactly_once(app, make_
     def run(name: str) -> None:
         try:
             with app.app_context():
-                dispatcher = services.Dispatcher(channels=channel, name=name, batch_size=50)
+                dispatcher = dispatch.Dispatcher(channels=channel, name=name, batch_size=50)
                 start.wait()
                 claimed[name] = dispatcher.run_once().claimed
                 db.session.remove()
@@ -112,8 +112,8 @@ def test_a_claimed_reminder_is_not_claimed_again(app, make_participant):
     participant = make_participant(day0=None)
     now = clock.now()
     ids = _due_rows([participant], 5, now)
-    first = services.Dispatcher(channels=recording_channels(), name="first")
-    second = services.Dispatcher(channels=recording_channels(), name="second")
+    first = dispatch.Dispatcher(channels=recording_channels(), name="first")
+    second = dispatch.Dispatcher(channels=recording_channels(), name="second")
     assert sorted(first.claim(now)) == sorted(ids)
     assert second.claim(now) == []
     db.session.expire_all()
@@ -127,7 +127,7 @@ def test_a_reminder_whose_moment_passed_is_skipped_not_sent_late(app, now, make_
     row = next(r for r in reminders_of(participant, visit_id=m0.id) if "day-before" in r.subject)
     now(row.expires_at + timedelta(minutes=1))
     channel = recording_channels()
-    services.Dispatcher(channels=channel).run_once()
+    dispatch.Dispatcher(channels=channel).run_once()
     db.session.expire_all()
     assert db.session.get(Reminder, row.id).status == "skipped"
     assert row.id not in channel["inapp"].sent
@@ -150,7 +150,7 @@ def test_withdrawn_and_answered_mean_no_reminder(app, now, make_participant):
     db.session.commit()
     now(datetime(2026, 12, 31, 15, tzinfo=UTC))
     channel = recording_channels()
-    counts = services.Dispatcher(channels=channel).run_once()
+    counts = dispatch.Dispatcher(channels=channel).run_once()
     assert channel["inapp"].sent == []
     assert counts.claimed > 0
     assert set(counts.outcomes) <= {"cancelled", "skipped"}
@@ -191,7 +191,7 @@ def test_web_push_reaches_the_phone_signed_encrypted_and_neutral(
         assert len(rows) == 3
         day_before = next(r for r in rows if "day-before" in r.subject)
         now(day_before.due_at + timedelta(seconds=30))
-        counts = services.Dispatcher().run_once()
+        counts = dispatch.Dispatcher().run_once()
     assert service.refused == []
     assert counts.outcomes["sent"] >= 1
     delivery = next(d for d in service.deliveries if d.payload["title"].endswith("demain"))
@@ -235,7 +235,7 @@ def test_a_subscription_the_push_service_says_is_gone_is_removed(
         rows = reminders_of(participant, channel="push", status="planned")
         first = rows[0]
         now(first.due_at + timedelta(seconds=30))
-        services.Dispatcher().run_once()
+        dispatch.Dispatcher().run_once()
     db.session.expire_all()
     assert db.session.scalars(sa.select(PushSubscription)).all() == []
     assert db.session.get(Reminder, first.id).status == "failed"
@@ -259,13 +259,13 @@ def test_a_busy_push_service_is_retried_with_backoff(app, client, csrf_token, si
         _subscribe(client, csrf_token, browser.subscription(service.url("busy")))
         first = reminders_of(participant, channel="push", status="planned")[0]
         moment = now(first.due_at + timedelta(seconds=30))
-        services.Dispatcher().run_once()
+        dispatch.Dispatcher().run_once()
         db.session.expire_all()
         row = db.session.get(Reminder, first.id)
         assert (row.status, row.attempts) == ("planned", 1)
         assert row.next_attempt_at == moment + timedelta(minutes=1)
         now(moment + timedelta(minutes=1))
-        services.Dispatcher().run_once()
+        dispatch.Dispatcher().run_once()
         db.session.expire_all()
         row = db.session.get(Reminder, first.id)
         assert (row.status, row.attempts) == ("planned", 2)
@@ -298,7 +298,7 @@ def test_email_reaches_a_real_smtp_server_in_the_participants_language(
     now(datetime(2026, 11, 20, 15, tzinfo=UTC))
     participant = make_participant(day0=date(2026, 12, 1), language=language)
     with app.test_request_context("/"):
-        services.set_email(participant, "participant@example.org")
+        preferences.set_email(participant, "participant@example.org")
     db.session.commit()
     stored = db.session.execute(sa.text("SELECT email_encrypted FROM reminder_preference")).scalar()
     assert b"participant@example.org" not in bytes(stored)
@@ -308,7 +308,7 @@ def test_email_reaches_a_real_smtp_server_in_the_participants_language(
         if "day-before" in r.subject
     )
     now(day_before.due_at + timedelta(seconds=5))
-    services.Dispatcher().run_once()
+    dispatch.Dispatcher().run_once()
     mail = next(m for m in smtp.messages if m["Subject"] == subject)
     assert mail["To"] == "participant@example.org"
     assert mail["Content-Language"] == language
@@ -327,7 +327,7 @@ def test_smtp_down_is_retried_logged_then_failed_and_shown_to_coordinators(
     now(datetime(2026, 11, 20, 15, tzinfo=UTC))
     participant = make_participant(day0=date(2026, 12, 1))
     with app.test_request_context("/"):
-        services.set_email(participant, "participant@example.org")
+        preferences.set_email(participant, "participant@example.org")
     db.session.commit()
     week_before = next(
         r
@@ -337,19 +337,14 @@ def test_smtp_down_is_retried_logged_then_failed_and_shown_to_coordinators(
     moment = now(week_before.due_at)
     # 1, 2, 4 and 8 minutes apart: five attempts fit in the three hours it may be late.
     for _ in range(app.config["PORTAL_REMINDER_MAX_ATTEMPTS"]):
-        services.Dispatcher().run_once()
+        dispatch.Dispatcher().run_once()
         db.session.expire_all()
         moment = now(db.session.get(Reminder, week_before.id).next_attempt_at)
     row = db.session.get(Reminder, week_before.id)
     assert (row.status, row.attempts) == ("failed", 5)
-    log = [e for e in services.reminder_log(participant) if e.channel == "email"]
+    log = [e for e in dispatch.reminder_log(participant) if e.channel == "email"]
     assert [e.outcome for e in log] == ["failed", "retry", "retry", "retry", "retry"]
     assert all("SMTP server unreachable" in e.detail for e in log)
-    failed = services.failed_reminders(["JGH"])
-    assert [(f.study_id, f.channel, f.attempts) for f in failed] == [
-        (participant.study_id, "email", 5)
-    ]
-    assert services.failed_reminders(["SLS"]) == []
     # The in-app reminder of the same moment went as planned: nothing else was held up.
     assert moment > week_before.due_at
 
@@ -396,7 +391,7 @@ def test_a_retry_that_falls_in_quiet_hours_waits_for_their_end(app, now, make_pa
     db.session.add(row)
     db.session.commit()
     channel = recording_channels()
-    counts = services.Dispatcher(channels=channel).run_batch(ids=[row.id])
+    counts = dispatch.Dispatcher(channels=channel).run_batch(ids=[row.id])
     assert channel["inapp"].sent == []
     assert counts.outcomes == {"deferred": 1}
     db.session.expire_all()
@@ -409,14 +404,14 @@ def test_a_claim_left_by_a_dispatcher_that_died_is_failed_not_resent(app, make_p
     participant = make_participant(day0=None)
     now = clock.now()
     ids = _due_rows([participant], 2, now)
-    dead = services.Dispatcher(channels=recording_channels(), name="dead")
+    dead = dispatch.Dispatcher(channels=recording_channels(), name="dead")
     assert sorted(dead.claim(now)) == sorted(ids)
     # It stopped twenty minutes ago, between its claim and its record.
     db.session.execute(sa.update(Reminder).values(claimed_at=now - timedelta(minutes=20)))
     db.session.commit()
     channel = recording_channels()
-    services.Dispatcher(channels=channel, name="alive").run_once()
+    dispatch.Dispatcher(channels=channel, name="alive").run_once()
     assert channel["inapp"].sent == []
     db.session.expire_all()
     assert {r.status for r in reminders_of(participant)} == {"failed"}
-    assert {e.outcome for e in services.reminder_log(participant)} == {"failed"}
+    assert {e.outcome for e in dispatch.reminder_log(participant)} == {"failed"}

@@ -9,10 +9,11 @@ import pytest
 import sqlalchemy as sa
 
 from patient_portal.audit import AuditEvent, verify_chain
+from patient_portal.errors import PortalError
 from patient_portal.extensions import db
 from patient_portal.planning import plan_year
-from patient_portal.reminders import services
-from patient_portal.reminders.models import Reminder
+from patient_portal.reminders import planning, preferences
+from patient_portal.reminders.models import KINDS, Reminder
 from patient_portal.schedule import services as schedule
 from tests.reminders.conftest import reminders_of, visit_of
 
@@ -119,7 +120,7 @@ def test_quiet_hours_ending_in_the_spring_forward_gap_end_an_hour_later(app, now
     app.config["PORTAL_REMINDER_HOUR"] = 23
     now(_utc(2027, 3, 10, 12))
     participant = make_participant(site_code="SLS", day0=date(2027, 3, 28), planned=False)
-    services.save_preferences(participant, {k: ["inapp"] for k in services.KINDS}, (22, 2))
+    preferences.save_preferences(participant, {k: ["inapp"] for k in KINDS}, (22, 2))
     plan_year(participant)
     db.session.commit()
     m0 = visit_of(participant, "M0")
@@ -137,7 +138,7 @@ def test_a_reminder_that_would_wait_past_its_visit_comes_before_quiet_hours(
 ):
     now(_utc(2026, 11, 20, 15))
     participant = make_participant(day0=date(2026, 12, 1), planned=False)
-    services.save_preferences(participant, {k: ["inapp"] for k in services.KINDS}, (21, 9))
+    preferences.save_preferences(participant, {k: ["inapp"] for k in KINDS}, (21, 9))
     plan_year(participant)
     m0 = visit_of(participant, "M0")
     schedule.set_appointment(m0, date(2026, 12, 1), time(8, 30), None, None, None)
@@ -154,7 +155,7 @@ def test_a_reminder_that_would_wait_past_its_visit_comes_before_quiet_hours(
 def test_without_quiet_hours_a_questionnaire_reminder_comes_when_it_opens(now, make_participant):
     now(_utc(2026, 11, 20, 15))
     participant = make_participant(day0=date(2026, 11, 1), planned=False)
-    services.save_preferences(participant, {k: ["inapp"] for k in services.KINDS}, None)
+    preferences.save_preferences(participant, {k: ["inapp"] for k in KINDS}, None)
     plan_year(participant)
     db.session.commit()
     opens = [r for r in reminders_of(participant, kind="questionnaire") if ":opens:" in r.subject]
@@ -211,7 +212,7 @@ def test_planning_is_idempotent(now, make_participant):
     participant = make_participant(day0=date(2026, 12, 1))
     count = len(reminders_of(participant))
     assert count > 0
-    assert services.plan_reminders(participant) == 0
+    assert planning.plan_reminders(participant) == 0
     assert plan_year(participant) is False
     assert len(reminders_of(participant)) == count
 
@@ -236,7 +237,7 @@ def test_channels_follow_preferences_and_what_can_reach_the_participant(app, now
     participant = make_participant(day0=date(2026, 12, 1))
     # No phone accepted notifications and there is no address: in-app only.
     assert {r.channel for r in reminders_of(participant)} == {"inapp"}
-    services.save_preferences(
+    preferences.save_preferences(
         participant, {"infusion": ["inapp"], "visit": [], "questionnaire": []}, (21, 8)
     )
     db.session.commit()
@@ -249,10 +250,10 @@ def test_withdrawn_participants_get_no_reminders(now, make_participant):
     participant = make_participant(day0=date(2026, 12, 1))
     assert reminders_of(participant, status="planned")
     participant.status = "withdrawn"
-    assert services.cancel_reminders_for(participant, "Withdrew consent") > 0
+    assert planning.cancel_reminders_for(participant, "Withdrew consent") > 0
     db.session.commit()
     assert reminders_of(participant, status="planned") == []
-    assert services.plan_reminders(participant) == 0
+    assert planning.plan_reminders(participant) == 0
     assert reminders_of(participant, status="planned") == []
     event = db.session.scalars(
         sa.select(AuditEvent).where(AuditEvent.action == "reminders.cancelled")
@@ -266,7 +267,7 @@ def test_only_the_horizon_is_planned_and_plan_everyone_extends_it(app, now, make
     latest = max(r.due_at for r in reminders_of(participant))
     assert latest <= now() + timedelta(days=app.config["PORTAL_REMINDER_HORIZON_DAYS"])
     now(now() + timedelta(days=30))
-    assert services.plan_everyone() > 0
+    assert planning.plan_everyone() > 0
     assert max(r.due_at for r in reminders_of(participant)) > latest
 
 
@@ -277,9 +278,9 @@ def test_only_the_horizon_is_planned_and_plan_everyone_extends_it(app, now, make
 def test_nonsense_quiet_hours_are_refused(app, enabled, start, end):
     with (
         app.test_request_context("/", headers={"Accept-Language": "en"}),
-        pytest.raises(services.ReminderError) as refused,
+        pytest.raises(PortalError) as refused,
     ):
-        services.parse_quiet_hours(enabled, start, end)
+        preferences.parse_quiet_hours(enabled, start, end)
     assert refused.value.field == "quiet"
 
 

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from patient_portal.extensions import db
-from patient_portal.reminders import services
+from patient_portal.reminders import dispatch, planning, preferences
 from patient_portal.reminders.models import PushSubscription, ReminderAttempt, ReminderPreference
 from tests.reminders.receivers import Browser, free_port
 
@@ -69,10 +69,10 @@ def test_choices_are_saved_and_replanned(client, csrf_token, participant):
         },
     )
     assert answer.status_code == 303
-    prefs = services.preferences_of(participant)
+    prefs = preferences.preferences_of(participant)
     assert prefs.quiet == (22, 7)
     assert prefs.channels["visit"] == ()
-    planned = services.upcoming_reminders(participant, limit=100)
+    planned = planning.upcoming_reminders(participant, limit=100)
     assert {r.kind for r in planned} == {"infusion"}
     assert "Vos choix de rappels sont enregistrés." in client.get("/reminders").get_data(
         as_text=True
@@ -116,23 +116,23 @@ def test_an_invalid_email_address_is_refused(app, client, csrf_token, participan
     html = answer.get_data(as_text=True)
     assert "Veuillez entrer une adresse courriel valide, par exemple nom@exemple.org." in html
     assert 'aria-invalid="true"' in html
-    assert services.email_of(participant) is None
+    assert preferences.email_of(participant) is None
 
 
 def test_an_email_address_is_saved_encrypted_and_removed(app, client, csrf_token, participant):
     app.config["PORTAL_SMTP_HOST"] = "127.0.0.1"
     answer = _post(client, csrf_token, "/reminders/email", email=" person@example.org ")
     assert answer.status_code == 303
-    assert services.email_of(participant) == "person@example.org"
-    assert services.upcoming_reminders(participant, limit=200)
-    assert {r.channel for r in services.upcoming_reminders(participant, limit=200)} == {
+    assert preferences.email_of(participant) == "person@example.org"
+    assert planning.upcoming_reminders(participant, limit=200)
+    assert {r.channel for r in planning.upcoming_reminders(participant, limit=200)} == {
         "inapp",
         "email",
     }
     answer = _post(client, csrf_token, "/reminders/email", remove="yes")
     assert answer.status_code == 303
-    assert services.email_of(participant) is None
-    assert {r.channel for r in services.upcoming_reminders(participant, limit=200)} == {"inapp"}
+    assert preferences.email_of(participant) is None
+    assert {r.channel for r in planning.upcoming_reminders(participant, limit=200)} == {"inapp"}
 
 
 BROWSER = Browser()
@@ -176,7 +176,7 @@ def test_a_subscription_is_added_once_and_removed(client, csrf_token, participan
         assert answer.status_code == 201
     assert answer.get_json()["message"] == "Les notifications sont activées sur ce téléphone."
     assert len(db.session.scalars(sa.select(PushSubscription)).all()) == 1
-    assert "push" in {r.channel for r in services.upcoming_reminders(participant, limit=200)}
+    assert "push" in {r.channel for r in planning.upcoming_reminders(participant, limit=200)}
     answer = client.post(
         "/reminders/push/unsubscribe",
         json={"endpoint": GOOD["endpoint"]},
@@ -184,7 +184,7 @@ def test_a_subscription_is_added_once_and_removed(client, csrf_token, participan
     )
     assert answer.status_code == 200
     assert db.session.scalars(sa.select(PushSubscription)).all() == []
-    assert "push" not in {r.channel for r in services.upcoming_reminders(participant, limit=200)}
+    assert "push" not in {r.channel for r in planning.upcoming_reminders(participant, limit=200)}
 
 
 def test_an_in_app_test_reminder_shows_on_the_home_page(client, csrf_token, participant):
@@ -238,5 +238,5 @@ def test_coordinators_see_the_attempts_but_never_the_text_or_address(
     assert "Message on my home page" in html
     assert "person@example.org" not in html
     assert "test reminder" not in html.lower()
-    entries = services.reminder_log(participant)
+    entries = dispatch.reminder_log(participant)
     assert [(e.kind, e.channel, e.outcome) for e in entries] == [("test", "inapp", "sent")]
