@@ -17,8 +17,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from patient_portal.i18n import LANGUAGES
 from patient_portal.questionnaires.instrument import (
-    LANGUAGES,
     Condition,
     Instrument,
     InstrumentError,
@@ -372,7 +372,7 @@ def instrument_to_fhir(instrument: Instrument, lang: str = "en") -> dict[str, An
     """A FHIR R4 Questionnaire for the instrument: text in `lang`, the other language in the
     translation extension, portal-only data in the portal extensions."""
     if lang not in LANGUAGES:
-        raise ValueError(f"lang must be one of {LANGUAGES}")
+        raise ValueError(f"lang must be one of {tuple(sorted(LANGUAGES))}")
     exporter = _Exporter(instrument, lang)
     questionnaire: dict[str, Any] = {
         "resourceType": "Questionnaire",

@@ -1,4 +1,5 @@
-"""Instrument file format: frozen dataclasses, a strict validating parser and the loaders.
+"""Instrument file format: frozen dataclasses and a strict validating parser (files are read
+by loader.py, FHIR Questionnaires converted by fhir.py).
 
 An instrument is a questionnaire described as data (JSON, both languages inline). Everything is
 checked when the file is loaded, so a typo in a trial's file fails at start-up with a message that
@@ -9,17 +10,15 @@ The format is documented in docs/instruments.md.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-LANGUAGES = ("en", "fr")
+from patient_portal.i18n import LANGUAGES
 
 ITEM_TYPES = (
     "single_choice",
@@ -243,41 +242,7 @@ class Instrument:
 
 
 # ---------------------------------------------------------------------------------------------
-# Loading
-
-
-def load_instrument(path: str | Path) -> Instrument:
-    """Load and validate one instrument file: our JSON format or a FHIR R4 Questionnaire."""
-    path = Path(path)
-    source = path.name
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise InstrumentError(source, f"cannot be read: {error}") from error
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        problem = f"not valid JSON: line {error.lineno} column {error.colno}: {error.msg}"
-        raise InstrumentError(source, problem) from error
-    if isinstance(data, dict) and data.get("resourceType") == "Questionnaire":
-        # Imported here: fhir.py builds on this module.
-        from patient_portal.questionnaires.fhir import instrument_from_fhir
-
-        return instrument_from_fhir(data, source)
-    return parse_instrument(data, source)
-
-
-def load_instruments(directory: str | Path) -> dict[str, Instrument]:
-    """Load every *.json file of a directory, keyed by instrument id; ids must be unique."""
-    instruments: dict[str, Instrument] = {}
-    for path in sorted(Path(directory).glob("*.json")):
-        instrument = load_instrument(path)
-        if instrument.id in instruments:
-            other = instruments[instrument.id].source
-            problem = f"instrument id '{instrument.id}' is already used by {other}"
-            raise InstrumentError(path.name, problem)
-        instruments[instrument.id] = instrument
-    return instruments
+# Validation entry point (files are read by loader.py)
 
 
 def parse_instrument(data: object, source: str) -> Instrument:
@@ -286,49 +251,7 @@ def parse_instrument(data: object, source: str) -> Instrument:
 
 
 # ---------------------------------------------------------------------------------------------
-# Serialising (the inverse of parse_instrument; the FHIR export and tests use it)
-
-
-def instrument_to_dict(instrument: Instrument) -> dict[str, Any]:
-    """The instrument in the JSON file format; parse_instrument() of it gives it back."""
-    data: dict[str, Any] = {
-        "id": instrument.id,
-        "version": instrument.version,
-        "title": instrument.title.to_dict(),
-        "introduction": instrument.introduction.to_dict(),
-        "licence": instrument.licence,
-    }
-    if instrument.estimated_minutes is not None:
-        data["estimated_minutes"] = instrument.estimated_minutes
-    data["pages"] = [_page_to_dict(page) for page in instrument.pages]
-    if instrument.scoring:
-        data["scoring"] = [score_rule_to_dict(rule) for rule in instrument.scoring]
-    if instrument.alerts:
-        data["alerts"] = [alert_rule_to_dict(rule) for rule in instrument.alerts]
-    return data
-
-
-def _page_to_dict(page: Page) -> dict[str, Any]:
-    data: dict[str, Any] = {}
-    if page.title is not None:
-        data["title"] = page.title.to_dict()
-    data["items"] = [item_to_dict(item) for item in page.items]
-    return data
-
-
-def item_to_dict(item: Item) -> dict[str, Any]:
-    """One item in the JSON file format, omitting fields left at their defaults."""
-    data: dict[str, Any] = {"id": item.id, "type": item.type, "text": item.text.to_dict()}
-    if item.help is not None:
-        data["help"] = item.help.to_dict()
-    if item.answerable and item.required != _default_required(item.type):
-        data["required"] = item.required
-    if item.enable_when:
-        data["enable_when"] = [condition_to_dict(c) for c in item.enable_when]
-        if item.enable_behavior != "all":
-            data["enable_behavior"] = item.enable_behavior
-    data.update(item_type_fields_to_dict(item))
-    return data
+# Serialising parts of an instrument in the JSON file format (the FHIR export's portal extensions)
 
 
 def item_type_fields_to_dict(item: Item) -> dict[str, Any]:
@@ -410,11 +333,6 @@ def _json_value(value: Any) -> Any:
 
 def _default_required(item_type: str) -> bool:
     return item_type not in ("text", "display")
-
-
-def score_names(instrument: Instrument) -> list[str]:
-    """Every name that scoring.score() returns for this instrument, in order."""
-    return _score_names(instrument.scoring)
 
 
 def _score_names(rules: Iterable[ScoreRule]) -> list[str]:
@@ -927,7 +845,8 @@ class _Parser:
         unknown = sorted(data.keys() - set(LANGUAGES))
         if unknown:
             raise self.fail(f"{what} has unknown language {', '.join(unknown)}")
-        for lang in LANGUAGES:
+        # Alphabetical, so a text missing in both languages is reported for "en" first.
+        for lang in sorted(LANGUAGES):
             value = data.get(lang)
             if not isinstance(value, str) or not value.strip():
                 raise self.fail(f"{what} has no {lang!r} text")

@@ -1,4 +1,5 @@
-"""Start-up wiring: the shipped instruments plus the trial's own (PORTAL_INSTRUMENTS_DIR).
+"""Loading instruments: files read and recognised (our JSON format or a FHIR R4 Questionnaire),
+then validated; at start-up the shipped instruments plus the trial's own (PORTAL_INSTRUMENTS_DIR).
 
 A mistake in any file, a duplicate id or an instrument the protocol names but nobody loaded
 stops start-up with one line naming the file and the problem.
@@ -6,14 +7,47 @@ stops start-up with one line naming the file and the problem.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from flask import Flask, current_app
 
 from patient_portal.config import ConfigError
-from patient_portal.questionnaires.instrument import Instrument, InstrumentError, load_instruments
+from patient_portal.questionnaires.fhir import instrument_from_fhir
+from patient_portal.questionnaires.instrument import Instrument, InstrumentError, parse_instrument
 
 SHIPPED_DIR = Path(__file__).with_name("instruments")
+
+
+def load_instrument(path: str | Path) -> Instrument:
+    """Load and validate one instrument file: our JSON format or a FHIR R4 Questionnaire."""
+    path = Path(path)
+    source = path.name
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise InstrumentError(source, f"cannot be read: {error}") from error
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        problem = f"not valid JSON: line {error.lineno} column {error.colno}: {error.msg}"
+        raise InstrumentError(source, problem) from error
+    if isinstance(data, dict) and data.get("resourceType") == "Questionnaire":
+        return instrument_from_fhir(data, source)
+    return parse_instrument(data, source)
+
+
+def load_instruments(directory: str | Path) -> dict[str, Instrument]:
+    """Load every *.json file of a directory, keyed by instrument id; ids must be unique."""
+    instruments: dict[str, Instrument] = {}
+    for path in sorted(Path(directory).glob("*.json")):
+        instrument = load_instrument(path)
+        if instrument.id in instruments:
+            other = instruments[instrument.id].source
+            problem = f"instrument id '{instrument.id}' is already used by {other}"
+            raise InstrumentError(path.name, problem)
+        instruments[instrument.id] = instrument
+    return instruments
 
 
 def load_all(extra_dir: str | Path | None) -> dict[str, Instrument]:

@@ -16,11 +16,8 @@ from patient_portal.questionnaires.fhir import (
     instrument_from_fhir,
     instrument_to_fhir,
 )
-from patient_portal.questionnaires.instrument import (
-    InstrumentError,
-    load_instrument,
-    parse_instrument,
-)
+from patient_portal.questionnaires.instrument import InstrumentError, parse_instrument
+from patient_portal.questionnaires.loader import load_instrument
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "patient_portal" / "questionnaires" / "instruments"

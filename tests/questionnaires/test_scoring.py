@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from patient_portal.questionnaires.instrument import load_instrument, parse_instrument
+from patient_portal.questionnaires.instrument import parse_instrument
+from patient_portal.questionnaires.loader import load_instrument
 from patient_portal.questionnaires.scoring import (
     SCORER_VERSIONS,
     evaluate_alerts,
