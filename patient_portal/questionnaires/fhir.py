@@ -19,6 +19,8 @@ from typing import Any
 
 from patient_portal.i18n import LANGUAGES
 from patient_portal.questionnaires.instrument import (
+    CANONICAL_INT,
+    ITEM_ID,
     Condition,
     Instrument,
     InstrumentError,
@@ -58,8 +60,6 @@ PORTAL_ITEM_KEYS = {
 }
 
 _PLAIN_ANSWERS = ("answerBoolean", "answerInteger", "answerDecimal", "answerString", "answerDate")
-_CANONICAL_INT = re.compile(r"^-?(0|[1-9][0-9]*)$")
-_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,7 +115,7 @@ class _Importer:
                 raise self.fail("an item has no linkId")
             if _is_help(fhir_item):
                 continue
-            item_id = link_id if _SAFE_ID.match(link_id) else _safe_id(link_id)
+            item_id = link_id if ITEM_ID.match(link_id) else _safe_id(link_id)
             if link_id in self.ids or item_id in self.ids.values():
                 raise self.fail("the linkId is used twice (or clashes once made URL-safe)", link_id)
             self.ids[link_id] = item_id
@@ -351,7 +351,7 @@ def _extension(element: dict[str, Any], url: str) -> dict[str, Any] | None:
 def _code_value(code: str) -> int | str:
     # Our integer option values are exported as codes "0".."3"; a canonical integer code is
     # read back as a number so that scores and comparisons work.
-    return int(code) if _CANONICAL_INT.match(code) else code
+    return int(code) if CANONICAL_INT.match(code) else code
 
 
 def _slug(text: str) -> str:

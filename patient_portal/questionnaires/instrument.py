@@ -53,8 +53,9 @@ TEXT_MAX_LENGTH = 500
 
 _INSTRUMENT_ID = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 # Item ids end up in URLs and HTML ids, so they stay within a safe alphabet.
-_ITEM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
-_CANONICAL_INT = re.compile(r"^-?(0|[1-9][0-9]*)$")
+ITEM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+# A whole number spelt canonically: as an option value it is that number, never a code.
+CANONICAL_INT = re.compile(r"^-?(0|[1-9][0-9]*)$")
 
 _COMMON_ITEM_FIELDS = {"id", "type", "text", "help", "required", "enable_when", "enable_behavior"}
 _TYPE_FIELDS: dict[str, set[str]] = {
@@ -434,7 +435,7 @@ class _Parser:
         self.where = "item"
         data = self.mapping(data, "an item")
         item_id = data.get("id")
-        if not isinstance(item_id, str) or not _ITEM_ID.match(item_id):
+        if not isinstance(item_id, str) or not ITEM_ID.match(item_id):
             raise self.fail(f"item id {item_id!r} must use only letters, digits, _ . - (max 64)")
         self.item_id = item_id
         if item_id in items_so_far:
@@ -595,11 +596,11 @@ class _Parser:
     def option_value(self, value: object) -> None:
         if _is_int(value):
             return
-        if not isinstance(value, str) or not _ITEM_ID.match(value):
+        if not isinstance(value, str) or not ITEM_ID.match(value):
             raise self.fail(
                 f"option value {value!r} must be a whole number or a code (letters, digits, _ . -)"
             )
-        if _CANONICAL_INT.match(value):
+        if CANONICAL_INT.match(value):
             raise self.fail(f"option value {value!r} looks like a number: write it as {value}")
 
     def exclusive(self, raw: object, options: tuple[Option, ...]) -> tuple[int | str, ...]:
