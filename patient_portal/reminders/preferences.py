@@ -41,7 +41,7 @@ EMAIL_PATTERN = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s.]{2,}$")
 PUSH_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]+={0,2}$")
 
 
-def refused(message: str, field: str) -> PortalError:
+def _refused(message: str, field: str) -> PortalError:
     """Bad input from the preferences page: 422, shown beside `field` (or as JSON to the
     phone's script)."""
     return PortalError(message, status=422, field=field)
@@ -90,12 +90,12 @@ def parse_quiet_hours(enabled: bool, start: str | None, end: str | None) -> tupl
     try:
         start_hour, end_hour = int(start or ""), int(end or "")
     except ValueError:
-        raise refused(_("Please choose the hours from the lists."), "quiet") from None
+        raise _refused(_("Please choose the hours from the lists."), "quiet") from None
     if not (0 <= start_hour <= 23 and 0 <= end_hour <= 23):
-        raise refused(_("Please choose the hours from the lists."), "quiet")
+        raise _refused(_("Please choose the hours from the lists."), "quiet")
     length = (end_hour - start_hour) % 24
     if not QUIET_MIN_HOURS <= length <= QUIET_MAX_HOURS:
-        raise refused(
+        raise _refused(
             _(
                 "Quiet hours must last between %(min)s and %(max)s hours.",
                 min=QUIET_MIN_HOURS,
@@ -112,7 +112,7 @@ def save_preferences(
     """Store channels per kind and quiet hours (audited), then re-plan; True if anything changed."""
     unknown = [c for chosen in channels.values() for c in chosen if c not in CHANNELS]
     if unknown or any(kind not in KINDS for kind in channels):
-        raise refused(_("Please choose among the channels shown."), "channels")
+        raise _refused(_("Please choose among the channels shown."), "channels")
     row = _ensure_row(participant)
     before = {"channels": row.channels, "quiet": [row.quiet_start, row.quiet_end]}
     row.channels = {kind: [c for c in CHANNELS if c in channels.get(kind, [])] for kind in KINDS}
@@ -144,7 +144,7 @@ def set_email(participant: Participant, address: str | None) -> bool:
     the address itself. True if it changed."""
     address = (address or "").strip()
     if address and (len(address) > EMAIL_MAX or not EMAIL_PATTERN.match(address)):
-        raise refused(_("Please enter a valid e-mail address, like name@example.org."), "email")
+        raise _refused(_("Please enter a valid e-mail address, like name@example.org."), "email")
     if address == (email_of(participant) or ""):
         return False
     row = _ensure_row(participant)
@@ -169,7 +169,7 @@ def _b64url_decode(value: str) -> bytes:
 
 def _check_subscription(data: object) -> tuple[str, str, str]:
     """(endpoint, p256dh, auth) from a browser's PushSubscription JSON, or a refusal."""
-    unusable = refused(
+    unusable = _refused(
         _("This phone sent notification details the portal cannot use. Please try again."),
         "push",
     )

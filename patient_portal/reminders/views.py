@@ -23,10 +23,9 @@ from flask import (
 from flask_babel import gettext as _
 from flask_login import current_user
 
-from patient_portal import errors
 from patient_portal.accounts.auth import require
 from patient_portal.accounts.models import Participant
-from patient_portal.errors import PortalError
+from patient_portal.errors import PortalError, rolled_back
 from patient_portal.extensions import db, limiter
 from patient_portal.i18n import current_language, format_date, format_time
 from patient_portal.protocol.services import get_protocol
@@ -107,7 +106,7 @@ SCRIPT_ENDPOINTS = {"reminders.push_subscribe", "reminders.push_unsubscribe"}
 def refused(error: PortalError):
     """Nothing saved; the page again with the message beside what was refused, or JSON for
     the phone's script."""
-    errors.rolled_back()
+    rolled_back()
     if request.endpoint in SCRIPT_ENDPOINTS:
         return jsonify(error=error.message), error.status
     return _page(error.status, errors={error.field: error.message}, form=request.form)

@@ -13,6 +13,7 @@ from patient_portal.errors import PortalError
 from patient_portal.extensions import db
 from patient_portal.planning import plan_year
 from patient_portal.reminders import planning, preferences
+from patient_portal.reminders.messages import Subject
 from patient_portal.reminders.models import KINDS, Reminder
 from patient_portal.schedule import services as schedule
 from tests.reminders.conftest import reminders_of, visit_of
@@ -302,3 +303,31 @@ def test_reminder_rows_are_unique_per_subject_and_channel(now, make_participant)
     with pytest.raises(sa.exc.IntegrityError):
         db.session.flush()
     db.session.rollback()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "visit:12:day-before:2026-12-01",
+        "questionnaire:visit:12:opens:2026-12-01",
+        "questionnaire:one:40:closes:2027-01-31",
+        "test:20261120T150000.000000:0a1b2c3d",
+    ],
+)
+def test_a_subject_reads_back_as_the_stored_text(text):
+    # The stored text is part of each row's unique key: its format may never drift.
+    assert str(Subject.parse(text)) == text
+
+
+def test_a_subject_names_its_moment_and_day():
+    subject = Subject.parse("questionnaire:one:40:closes:2027-01-31")
+    assert (subject.topic, subject.ref, subject.moment, subject.day) == (
+        "questionnaire",
+        "one:40",
+        "closes",
+        date(2027, 1, 31),
+    )
+    assert (
+        Subject.parse("test:20261120T150000.000000:0a1b2c3d").moment,
+        Subject.parse("test:x:y").day,
+    ) == ("", None)
