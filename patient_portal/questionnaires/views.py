@@ -40,7 +40,7 @@ from patient_portal.questionnaires.engine import (
     visible_items,
 )
 from patient_portal.questionnaires.instrument import Instrument, Item
-from patient_portal.questionnaires.loader import get_instrument
+from patient_portal.questionnaires.loader import get_instrument, get_instruments
 from patient_portal.questionnaires.models import Alert, Assignment
 
 bp = Blueprint("questionnaires", __name__)
@@ -469,7 +469,7 @@ def staff_overview(study_id: str):
         {
             "assignment": a,
             "title": get_instrument(a.instrument_id).title.get(current_language())
-            if a.instrument_id in _loaded()
+            if a.instrument_id in get_instruments()
             else a.instrument_id,
             "sent": format_datetime(a.submission.submitted_at, locale, site.zone, "medium"),
             "alerts": services.alerts_of(a),
@@ -497,9 +497,3 @@ def acknowledge_alert(study_id: str, alert_id: int):
     services.acknowledge_alert(alert, current_user, request.form.get("note"))
     db.session.commit()
     return redirect(url_for("questionnaires.staff_overview", study_id=study_id), 303)
-
-
-def _loaded() -> dict:
-    from patient_portal.questionnaires.loader import get_instruments
-
-    return get_instruments()
