@@ -14,12 +14,22 @@ from patient_portal import clock
 from patient_portal.db import UTCDateTime
 from patient_portal.extensions import db
 
-LANGUAGES = ("fr", "en")
 PARTICIPANT_STATUSES = ("enrolled", "active", "withdrawn", "completed")
 STAFF_ROLES = ("coordinator", "admin")
 
 # A passkey, an enrolment token, a session and a ceremony each belong to exactly one owner.
 _ONE_OWNER = "(participant_id IS NULL) <> (staff_id IS NULL)"
+
+
+def owner_columns(owner: Participant | StaffUser) -> dict[str, int]:
+    """The owner columns of a new passkey, enrolment token, session or ceremony."""
+    return {"participant_id": owner.id} if owner.kind == "participant" else {"staff_id": owner.id}
+
+
+def owned_by(model, owner: Participant | StaffUser) -> sa.ColumnElement[bool]:
+    """The rows of `model` (a passkey, enrolment token, session or ceremony) that are the owner's."""
+    column = model.participant_id if owner.kind == "participant" else model.staff_id
+    return column == owner.id
 
 
 class Participant(db.Model):
