@@ -141,6 +141,8 @@ def parse_filters(args: Mapping[str, str], staff: StaffUser) -> Filters:
 
 @dataclass(frozen=True)
 class AuditFilters:
+    """What the audit viewer shows: text searched in actor and action, an entity, a period."""
+
     actor: str | None = None
     action: str | None = None
     entity: str | None = None
