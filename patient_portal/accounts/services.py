@@ -339,16 +339,12 @@ def usable_enrolment_token(raw_token: str) -> EnrolmentToken:
         raise AccountError(
             _("This link has expired. Please ask your study coordinator for a new link."), 410
         )
-    owner = token.participant or token.staff
+    owner = token.owner
     if owner is None or not owner.is_active:
         raise AccountError(
             _("This link is not valid. Please ask your study coordinator for a new link."), 404
         )
     return token
-
-
-def token_owner(token: EnrolmentToken) -> Owner:
-    return token.participant or token.staff
 
 
 # --- passkey ceremonies ------------------------------------------------------------------------
@@ -540,7 +536,7 @@ def finish_authentication(ceremony_key: str | None, credential_json: str) -> Sig
     )
     if passkey is None:
         return _failed_sign_in(None, "unknown credential")
-    owner = passkey.participant or passkey.staff
+    owner = passkey.owner
     rp_id, _name, origin = _rp()
     try:
         verified = verify_authentication_response(
@@ -577,7 +573,7 @@ def finish_authentication(ceremony_key: str | None, credential_json: str) -> Sig
 
 
 def _failed_sign_in(passkey: PasskeyCredential | None, reason: str) -> SignInAttempt:
-    owner = (passkey.participant or passkey.staff) if passkey else None
+    owner = passkey.owner if passkey else None
     audit.record(
         "signin.failed",
         "passkey" if passkey else "sign_in",

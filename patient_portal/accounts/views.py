@@ -68,7 +68,7 @@ def enrol(token: str):
         enrolment = services.usable_enrolment_token(token)
     except AccountError as error:
         return render_template("accounts/enrol_refused.html", message=error.message), error.status
-    owner = services.token_owner(enrolment)
+    owner = enrolment.owner
     # The welcome is in the participant's own language, whatever the phone says.
     with force_locale(owner.language):
         response = current_app.make_response(
@@ -92,7 +92,7 @@ def enrol_options(token: str):
         enrolment = services.usable_enrolment_token(token)
     except AccountError as error:
         return _json_error(error.message, error.status)
-    key, options = services.registration_options(services.token_owner(enrolment), enrolment)
+    key, options = services.registration_options(enrolment.owner, enrolment)
     session[CEREMONY_KEY] = key
     db.session.commit()
     return current_app.response_class(options, mimetype="application/json")
@@ -106,8 +106,8 @@ def enrol_verify(token: str):
         passkey = services.finish_registration(session.pop(CEREMONY_KEY, None), _credential_body())
     except AccountError as error:
         return _refused(error)
-    owner = passkey.participant or passkey.staff
-    if services.token_owner(enrolment) is not owner:
+    owner = passkey.owner
+    if enrolment.owner is not owner:
         return _json_error(_("The passkey could not be created. Please try again."), 400)
     start_authenticated_session(session, owner)
     db.session.commit()
@@ -223,7 +223,7 @@ def add_passkey_verify():
         passkey = services.finish_registration(session.pop(CEREMONY_KEY, None), _credential_body())
     except AccountError as error:
         return _refused(error)
-    if (passkey.participant or passkey.staff) is not current_user._get_current_object():
+    if passkey.owner is not current_user._get_current_object():
         return _json_error(_("The passkey could not be created. Please try again."), 400)
     db.session.commit()
     return jsonify(redirect=url_for("accounts.settings"))
