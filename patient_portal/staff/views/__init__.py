@@ -18,7 +18,17 @@ from patient_portal.staff.views import audit_log, dashboard, exports, participan
 from patient_portal.staff.views.blueprints import staff, workspace
 from patient_portal.staff.views.labels import template_helpers
 
-__all__ = ["audit_log", "dashboard", "exports", "init_app", "participants", "staff", "team"]
+# Importing a page module is what adds its routes to its blueprint.
+__all__ = [
+    "audit_log",
+    "dashboard",
+    "exports",
+    "init_app",
+    "participants",
+    "staff",
+    "team",
+    "workspace",
+]
 
 
 def _participant_page_again(error: PortalError):
