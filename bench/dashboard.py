@@ -333,7 +333,7 @@ def measure(engine: str, sizes: list[int], answers_for: int, repeat: int) -> dic
     from flask_migrate import upgrade
 
     from patient_portal.extensions import db
-    from patient_portal.workspace import tally
+    from patient_portal.staff import tally
 
     results: dict = {}
     with tempfile.TemporaryDirectory() as directory:

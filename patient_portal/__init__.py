@@ -43,9 +43,8 @@ def _init_extensions(app: Flask) -> None:
     from patient_portal.reminders import views as reminders_views
     from patient_portal.schedule import models as schedule_models  # noqa: F401
     from patient_portal.schedule import views as schedule_views
+    from patient_portal.staff import cli as staff_cli
     from patient_portal.staff import views as staff_views
-    from patient_portal.workspace import cli as workspace_cli
-    from patient_portal.workspace import views as workspace_views
 
     protocol.init_app(app)
     questionnaires_loader.init_app(app)
@@ -65,7 +64,7 @@ def _init_extensions(app: Flask) -> None:
     errors.init_app(app)
     app.register_blueprint(views.bp)
     app.register_blueprint(accounts_views.bp)
-    app.register_blueprint(staff_views.bp)
+    staff_views.init_app(app)
     accounts_cli.init_app(app)
     demo.init_app(app)
     app.register_blueprint(schedule_views.bp)
@@ -73,8 +72,7 @@ def _init_extensions(app: Flask) -> None:
     app.register_blueprint(pwa_views.bp)
     app.register_blueprint(reminders_views.bp)
     reminders_cli.init_app(app)
-    workspace_views.init_app(app)
-    workspace_cli.init_app(app)
+    staff_cli.init_app(app)
     _connect_features(app)
 
 

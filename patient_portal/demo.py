@@ -137,8 +137,6 @@ def answer_due(participant: Participant, habit: str, now: datetime) -> None:
 
 def load_demo() -> bool:
     """Create the demo people unless the database already has staff; True when loaded."""
-    from patient_portal.workspace.services import withdraw_participant
-
     if db.session.scalar(sa.select(sa.func.count(StaffUser.id))):
         return False
     coordinator, _ = services.create_staff(
@@ -157,7 +155,7 @@ def load_demo() -> bool:
         db.session.flush()
         answer_due(participant, habit, now)
         if habit == "withdrawn":
-            withdraw_participant(participant, coordinator, "Participant's own decision")
+            services.withdraw_participant(participant, coordinator, "Participant's own decision")
     db.session.flush()
     return True
 

@@ -19,9 +19,9 @@ from flask_babel import get_locale, gettext
 from flask_login import current_user
 
 from patient_portal.extensions import babel
-from patient_portal.protocol.services import get_protocol
+from patient_portal.protocol.services import LANGUAGES, get_protocol
 
-LANGUAGES = ("fr", "en")
+# LANGUAGES, the study's languages, is the protocol's: the pages offer the same ones.
 LANGUAGE_COOKIE = "lang"
 LANGUAGE_NAMES = {"fr": "Français", "en": "English"}
 

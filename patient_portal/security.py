@@ -18,7 +18,7 @@ from flask.sessions import SessionInterface, SessionMixin
 from werkzeug.datastructures import CallbackDict
 
 from patient_portal import clock
-from patient_portal.accounts.models import AuthSession, Participant, StaffUser
+from patient_portal.accounts.models import AuthSession, Participant, StaffUser, owner_columns
 from patient_portal.extensions import db
 
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -163,7 +163,7 @@ def start_authenticated_session(
         expires_at=now + absolute,
         user_agent=request.user_agent.string[:200],
         data={key: value for key, value in session.items() if key == "csrf_token"},
-        **({"participant_id": owner.id} if owner.kind == "participant" else {"staff_id": owner.id}),
+        **owner_columns(owner),
     )
     db.session.add(record)
     db.session.flush()

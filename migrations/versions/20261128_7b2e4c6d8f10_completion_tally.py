@@ -5,9 +5,9 @@ Revision ID: 7b2e4c6d8f10
 Revises: 5e1a7c3b9d20
 Create Date: 2026-11-28 19:10:00
 
-The triggers are the only writers of completion_tally (see patient_portal/workspace/models.py).
+The triggers are the only writers of completion_tally (see patient_portal/staff/models.py).
 Hours are whole hours since 1970 UTC, truncated from the stored naive-UTC timestamps; the same
-expressions are in patient_portal/workspace/tally.py, which recounts and checks the tally.
+expressions are in patient_portal/staff/tally.py, which recounts and checks the tally.
 """
 from alembic import op
 import sqlalchemy as sa

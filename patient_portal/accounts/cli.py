@@ -7,7 +7,7 @@ from flask import Flask
 from flask.cli import AppGroup
 
 from patient_portal.accounts import services
-from patient_portal.accounts.services import AccountError
+from patient_portal.errors import PortalError
 from patient_portal.extensions import db
 
 staff_cli = AppGroup("staff", help="Staff accounts.")
@@ -24,7 +24,7 @@ def create_staff_command(email: str, name: str, role: str, sites: tuple[str, ...
     """Create a staff account and print its one-time enrolment link."""
     try:
         _staff, raw = services.create_staff(email, name, role, list(sites), issued_by=None)
-    except AccountError as error:
+    except PortalError as error:
         db.session.rollback()
         raise click.ClickException(error.message) from None
     db.session.commit()

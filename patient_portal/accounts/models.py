@@ -14,12 +14,34 @@ from patient_portal import clock
 from patient_portal.db import UTCDateTime
 from patient_portal.extensions import db
 
-LANGUAGES = ("fr", "en")
 PARTICIPANT_STATUSES = ("enrolled", "active", "withdrawn", "completed")
 STAFF_ROLES = ("coordinator", "admin")
 
 # A passkey, an enrolment token, a session and a ceremony each belong to exactly one owner.
 _ONE_OWNER = "(participant_id IS NULL) <> (staff_id IS NULL)"
+
+
+def owner_columns(owner: Participant | StaffUser) -> dict[str, int]:
+    """The owner columns of a new passkey, enrolment token, session or ceremony."""
+    return {"participant_id": owner.id} if owner.kind == "participant" else {"staff_id": owner.id}
+
+
+class OwnedRow:
+    """A passkey, an enrolment token or a session: it belongs to a participant or a staff member
+    (an anonymous session to nobody)."""
+
+    participant: Participant | None
+    staff: StaffUser | None
+
+    @property
+    def owner(self) -> Participant | StaffUser | None:
+        return self.participant or self.staff
+
+
+def owned_by(model, owner: Participant | StaffUser) -> sa.ColumnElement[bool]:
+    """The rows of `model` (a passkey, enrolment token, session or ceremony) that are the owner's."""
+    column = model.participant_id if owner.kind == "participant" else model.staff_id
+    return column == owner.id
 
 
 class Participant(db.Model):
@@ -130,7 +152,7 @@ class StaffSite(db.Model):
     staff: Mapped[StaffUser] = relationship(back_populates="site_links")
 
 
-class PasskeyCredential(db.Model):
+class PasskeyCredential(OwnedRow, db.Model):
     __tablename__ = "passkey_credential"
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -153,7 +175,7 @@ class PasskeyCredential(db.Model):
     __table_args__ = (sa.CheckConstraint(_ONE_OWNER, name="one_owner"),)
 
 
-class EnrolmentToken(db.Model):
+class EnrolmentToken(OwnedRow, db.Model):
     """A single-use link that lets its owner register a passkey. Only the hash is stored."""
 
     __tablename__ = "enrolment_token"
@@ -174,7 +196,7 @@ class EnrolmentToken(db.Model):
     __table_args__ = (sa.CheckConstraint(_ONE_OWNER, name="one_owner"),)
 
 
-class AuthSession(db.Model):
+class AuthSession(OwnedRow, db.Model):
     """A server-side session: the cookie holds a random token, this row holds its SHA-256.
 
     Anonymous rows (no owner) carry only the CSRF token; signing in always starts a new row.
@@ -198,10 +220,6 @@ class AuthSession(db.Model):
     __table_args__ = (
         sa.CheckConstraint("participant_id IS NULL OR staff_id IS NULL", name="at_most_one_owner"),
     )
-
-    @property
-    def owner(self) -> Participant | StaffUser | None:
-        return self.participant or self.staff
 
 
 class WebAuthnCeremony(db.Model):

@@ -37,7 +37,6 @@ from webauthn.helpers.structs import (
 
 from patient_portal import audit, clock, signals
 from patient_portal.accounts.models import (
-    LANGUAGES,
     STAFF_ROLES,
     AuthSession,
     EnrolmentToken,
@@ -46,21 +45,27 @@ from patient_portal.accounts.models import (
     StaffSite,
     StaffUser,
     WebAuthnCeremony,
+    owned_by,
+    owner_columns,
 )
 from patient_portal.errors import PortalError
 from patient_portal.extensions import db
+from patient_portal.i18n import LANGUAGES
 from patient_portal.protocol.services import get_protocol
+from patient_portal.security import token_digest
 
 ENROLMENT_LIFETIME = timedelta(hours=72)
 CEREMONY_LIFETIME = timedelta(minutes=5)
 TOKEN_BYTES = 32  # 256 random bits; the design asks for at least 128.
 MAX_CREDENTIAL_JSON = 16_384
+WITHDRAWAL_REASON_MAX = 500
 
 Owner = Participant | StaffUser
 
 
 class AccountError(PortalError):
-    """A refused accounts action; `message` is translated for the person in front of the screen."""
+    """A refused accounts action; `message` is translated for the person in front of the screen.
+    The accounts blueprint answers it where the person is (see accounts.views.refused)."""
 
 
 class SignInFailed(AccountError):
@@ -72,22 +77,6 @@ class SignInFailed(AccountError):
                 "We could not sign you in with this passkey. Please try again, or ask your study coordinator for a new link."
             )
         )
-
-
-def _digest(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
-
-
-def _owner_fields(owner: Owner) -> dict:
-    return {"participant_id": owner.id} if owner.kind == "participant" else {"staff_id": owner.id}
-
-
-def _owner_filter(model, owner: Owner):
-    return (
-        model.participant_id == owner.id
-        if owner.kind == "participant"
-        else model.staff_id == owner.id
-    )
 
 
 # --- participants and staff -------------------------------------------------------------------
@@ -139,18 +128,14 @@ def create_staff(
         raise AccountError(_("Please enter a valid e-mail address."), 422)
     if not name.strip() or len(name) > 120:
         raise AccountError(_("Please enter a name of at most 120 characters."), 422)
-    if role not in STAFF_ROLES:
-        raise AccountError(_("Please choose a role."), 422)
-    unknown = [code for code in site_codes if code not in get_protocol().sites]
-    if unknown or (role == "coordinator" and not site_codes):
-        raise AccountError(_("Please choose at least one known site."), 422)
+    sites = _checked_role_and_sites(role, site_codes)
     if db.session.scalar(sa.select(StaffUser.id).where(StaffUser.email == email)):
         raise AccountError(_("A staff account with this e-mail address already exists."), 409)
     staff = StaffUser(
         email=email,
         name=name.strip(),
         role=role,
-        site_links=[StaffSite(site_code=c) for c in sorted(set(site_codes))],
+        site_links=[StaffSite(site_code=code) for code in sites],
     )
     db.session.add(staff)
     db.session.flush()
@@ -163,6 +148,98 @@ def create_staff(
     return staff, issue_enrolment_link(staff, issued_by)
 
 
+def _checked_role_and_sites(role: str, site_codes: list[str]) -> list[str]:
+    """A staff member's role and sites as an admin chose them, sorted; a coordinator needs a site.
+
+    One check for a new account and for a change, so neither can give what the other refuses.
+    """
+    if role not in STAFF_ROLES:
+        raise PortalError(_("Please choose a role."), 422)
+    unknown = [code for code in site_codes if code not in get_protocol().sites]
+    if unknown or (role == "coordinator" and not site_codes):
+        raise PortalError(_("Please choose at least one known site."), 422)
+    return sorted(set(site_codes))
+
+
+def update_staff(member: StaffUser, role: str, site_codes: list[str], by: StaffUser) -> bool:
+    """Set a staff member's role and sites, audited; False when nothing changed."""
+    sites = _checked_role_and_sites(role, site_codes)
+    if member.id == by.id and role != "admin":
+        raise PortalError(_("You cannot remove your own administrator role."), 409)
+    before = {"role": member.role, "sites": member.site_codes}
+    if before == {"role": role, "sites": sites}:
+        return False
+    member.role = role
+    member.site_links = [StaffSite(site_code=code) for code in sites]
+    db.session.flush()
+    audit.record(
+        "staff.updated",
+        "staff",
+        member.email,
+        before=before,
+        after={"role": role, "sites": sites},
+        actor=by.audit_name,
+    )
+    return True
+
+
+def set_staff_active(member: StaffUser, active: bool, by: StaffUser) -> bool:
+    """Deactivate (signed out everywhere, links stopped) or reactivate a staff account, audited."""
+    if member.id == by.id:
+        raise PortalError(_("You cannot deactivate your own account."), 409)
+    if member.active == active:
+        return False
+    member.active = active
+    if not active:
+        end_all_sessions(member, reason="account deactivated")
+        revoke_enrolment_links(member)
+    db.session.flush()
+    audit.record(
+        "staff.activated" if active else "staff.deactivated",
+        "staff",
+        member.email,
+        before={"active": not active},
+        after={"active": active},
+        actor=by.audit_name,
+    )
+    return True
+
+
+def withdraw_participant(participant: Participant, staff: StaffUser, reason: str) -> int:
+    """Withdraw a participant: questionnaires not done are closed, reminders stop, data stays.
+
+    The participant is signed out and unused enrolment links stop; every feature closes its
+    own rows on `participant_withdrawn`, and may return counts for the audit event.
+    Returns how many questionnaires were closed.
+    """
+    reason = (reason or "").strip()
+    if not reason:
+        raise PortalError(_("Please give the reason for the withdrawal."), 422)
+    if len(reason) > WITHDRAWAL_REASON_MAX:
+        raise PortalError(_("Please give a reason of at most 500 characters."), 422)
+    if participant.status == "withdrawn":
+        raise PortalError(_("This participant has already withdrawn."), 409)
+    before = participant.status
+    participant.status = "withdrawn"
+    counts: dict[str, int] = {}
+    for _receiver, outcome in signals.participant_withdrawn.send(participant):
+        if isinstance(outcome, dict):
+            counts.update(outcome)
+    end_all_sessions(participant, reason="participant withdrawn")
+    revoke_enrolment_links(participant)
+    db.session.flush()
+    audit.record(
+        "participant.withdrawn",
+        "participant",
+        participant.study_id,
+        before={"status": before},
+        after={"status": "withdrawn", **counts},
+        reason=reason,
+        actor=staff.audit_name,
+    )
+    return counts.get("questionnaires_closed", 0)
+
+
 # --- enrolment links ---------------------------------------------------------------------------
 
 
@@ -173,7 +250,7 @@ def issue_enrolment_link(
     now = clock.now()
     for token in db.session.scalars(
         sa.select(EnrolmentToken).where(
-            _owner_filter(EnrolmentToken, owner),
+            owned_by(EnrolmentToken, owner),
             EnrolmentToken.used_at.is_(None),
             EnrolmentToken.revoked_at.is_(None),
         )
@@ -192,11 +269,11 @@ def issue_enrolment_link(
             )
     raw = secrets.token_urlsafe(TOKEN_BYTES)
     token = EnrolmentToken(
-        token_hash=_digest(raw),
+        token_hash=token_digest(raw),
         created_at=now,
         expires_at=now + ENROLMENT_LIFETIME,
         issued_by_id=issued_by.id if issued_by else None,
-        **_owner_fields(owner),
+        **owner_columns(owner),
     )
     db.session.add(token)
     db.session.flush()
@@ -224,7 +301,7 @@ def revoke_enrolment_links(owner: Owner) -> int:
     now = clock.now()
     tokens = db.session.scalars(
         sa.select(EnrolmentToken).where(
-            _owner_filter(EnrolmentToken, owner),
+            owned_by(EnrolmentToken, owner),
             EnrolmentToken.used_at.is_(None),
             EnrolmentToken.revoked_at.is_(None),
         )
@@ -245,7 +322,7 @@ def usable_enrolment_token(raw_token: str) -> EnrolmentToken:
             _("This link is not valid. Please ask your study coordinator for a new link."), 404
         )
     token = db.session.scalar(
-        sa.select(EnrolmentToken).where(EnrolmentToken.token_hash == _digest(raw_token))
+        sa.select(EnrolmentToken).where(EnrolmentToken.token_hash == token_digest(raw_token))
     )
     if token is None or token.revoked_at is not None:
         raise AccountError(
@@ -262,16 +339,12 @@ def usable_enrolment_token(raw_token: str) -> EnrolmentToken:
         raise AccountError(
             _("This link has expired. Please ask your study coordinator for a new link."), 410
         )
-    owner = token.participant or token.staff
+    owner = token.owner
     if owner is None or not owner.is_active:
         raise AccountError(
             _("This link is not valid. Please ask your study coordinator for a new link."), 404
         )
     return token
-
-
-def token_owner(token: EnrolmentToken) -> Owner:
-    return token.participant or token.staff
 
 
 # --- passkey ceremonies ------------------------------------------------------------------------
@@ -298,12 +371,12 @@ def _store_ceremony(
     key = secrets.token_urlsafe(24)
     db.session.add(
         WebAuthnCeremony(
-            id=_digest(key),
+            id=token_digest(key),
             purpose=purpose,
             challenge=challenge,
             expires_at=now + CEREMONY_LIFETIME,
             enrolment_token_id=token.id if token else None,
-            **(_owner_fields(owner) if owner else {}),
+            **(owner_columns(owner) if owner else {}),
         )
     )
     db.session.flush()
@@ -314,7 +387,7 @@ def _take_ceremony(key: str | None, purpose: str) -> WebAuthnCeremony | None:
     """Load and delete the ceremony in one step: a challenge is answered once at most."""
     if not key:
         return None
-    ceremony = db.session.get(WebAuthnCeremony, _digest(key))
+    ceremony = db.session.get(WebAuthnCeremony, token_digest(key))
     if ceremony is None:
         return None
     db.session.delete(ceremony)
@@ -407,7 +480,7 @@ def finish_registration(
         backed_up=verified.credential_backed_up,
         aaguid=verified.aaguid,
         nickname=(nickname.strip()[:60] or _("Passkey %(number)s", number=len(owner.passkeys) + 1)),
-        **_owner_fields(owner),
+        **owner_columns(owner),
     )
     db.session.add(passkey)
     if token is not None:
@@ -463,7 +536,7 @@ def finish_authentication(ceremony_key: str | None, credential_json: str) -> Sig
     )
     if passkey is None:
         return _failed_sign_in(None, "unknown credential")
-    owner = passkey.participant or passkey.staff
+    owner = passkey.owner
     rp_id, _name, origin = _rp()
     try:
         verified = verify_authentication_response(
@@ -500,7 +573,7 @@ def finish_authentication(ceremony_key: str | None, credential_json: str) -> Sig
 
 
 def _failed_sign_in(passkey: PasskeyCredential | None, reason: str) -> SignInAttempt:
-    owner = (passkey.participant or passkey.staff) if passkey else None
+    owner = passkey.owner if passkey else None
     audit.record(
         "signin.failed",
         "passkey" if passkey else "sign_in",
@@ -516,11 +589,12 @@ def _failed_sign_in(passkey: PasskeyCredential | None, reason: str) -> SignInAtt
 
 
 def owned_passkey(owner: Owner, passkey_id: int) -> PasskeyCredential:
-    passkey = db.session.get(PasskeyCredential, passkey_id)
-    if (
-        passkey is None
-        or (passkey.participant_id if owner.kind == "participant" else passkey.staff_id) != owner.id
-    ):
+    passkey = db.session.scalar(
+        sa.select(PasskeyCredential).where(
+            PasskeyCredential.id == passkey_id, owned_by(PasskeyCredential, owner)
+        )
+    )
+    if passkey is None:
         raise AccountError(_("This passkey does not exist."), 404)
     return passkey
 
@@ -566,7 +640,7 @@ def live_sessions(owner: Owner) -> list[AuthSession]:
     return db.session.scalars(
         sa.select(AuthSession)
         .where(
-            _owner_filter(AuthSession, owner),
+            owned_by(AuthSession, owner),
             AuthSession.revoked_at.is_(None),
             AuthSession.expires_at > now,
         )
@@ -589,7 +663,7 @@ def end_all_sessions(owner: Owner, reason: str) -> int:
     now = clock.now()
     result = db.session.execute(
         sa.update(AuthSession)
-        .where(_owner_filter(AuthSession, owner), AuthSession.revoked_at.is_(None))
+        .where(owned_by(AuthSession, owner), AuthSession.revoked_at.is_(None))
         .values(revoked_at=now)
     )
     if result.rowcount:

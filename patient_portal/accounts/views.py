@@ -84,7 +84,7 @@ def _credential_body() -> str:
 @limiter.limit(CEREMONY_LIMIT)
 def enrol(token: str):
     enrolment = services.usable_enrolment_token(token)
-    owner = services.token_owner(enrolment)
+    owner = enrolment.owner
     # The welcome is in the participant's own language, whatever the phone says.
     with force_locale(owner.language):
         response = current_app.make_response(
@@ -105,7 +105,7 @@ def enrol(token: str):
 @limiter.limit(CEREMONY_LIMIT)
 def enrol_options(token: str):
     enrolment = services.usable_enrolment_token(token)
-    key, options = services.registration_options(services.token_owner(enrolment), enrolment)
+    key, options = services.registration_options(enrolment.owner, enrolment)
     session[CEREMONY_KEY] = key
     db.session.commit()
     return current_app.response_class(options, mimetype="application/json")
@@ -116,8 +116,8 @@ def enrol_options(token: str):
 def enrol_verify(token: str):
     enrolment = services.usable_enrolment_token(token)
     passkey = services.finish_registration(session.pop(CEREMONY_KEY, None), _credential_body())
-    owner = passkey.participant or passkey.staff
-    if services.token_owner(enrolment) is not owner:
+    owner = passkey.owner
+    if enrolment.owner is not owner:
         return _not_created()
     start_authenticated_session(session, owner)
     db.session.commit()
@@ -230,7 +230,7 @@ def add_passkey_options():
 @limiter.limit(CEREMONY_LIMIT)
 def add_passkey_verify():
     passkey = services.finish_registration(session.pop(CEREMONY_KEY, None), _credential_body())
-    if (passkey.participant or passkey.staff) is not current_user._get_current_object():
+    if passkey.owner is not current_user._get_current_object():
         return _not_created()
     db.session.commit()
     return jsonify(redirect=url_for("accounts.settings"))

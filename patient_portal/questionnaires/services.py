@@ -270,15 +270,6 @@ def _stored(value: Any) -> Any:
     return value.isoformat() if isinstance(value, dt.date) else value
 
 
-def assignment_for_participant(assignment_id: int, participant: Participant) -> Assignment | None:
-    """The participant's own assignment, or None (someone else's looks like no assignment)."""
-    return db.session.scalar(
-        sa.select(Assignment).where(
-            Assignment.id == assignment_id, Assignment.participant_id == participant.id
-        )
-    )
-
-
 @dataclass
 class Overview:
     """What the participant sees: open now, opening soon, done recently."""

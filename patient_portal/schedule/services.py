@@ -8,7 +8,6 @@ Every function here flushes and never commits: the view commits once.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -25,6 +24,7 @@ from patient_portal.errors import PortalError
 from patient_portal.extensions import db
 from patient_portal.protocol.services import Site, VisitDefinition, get_protocol
 from patient_portal.schedule.models import CalendarFeed, Visit
+from patient_portal.security import token_digest
 from patient_portal.timezones import local_today, wall_clock_to_utc
 
 # A day 0 further than this from today is a typing mistake, not a plan.
@@ -425,10 +425,6 @@ def visit_by_code(participant: Participant, code: str) -> Visit | None:
 # --- Calendar -------------------------------------------------------------------------------
 
 
-def _token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 def active_feed(participant: Participant) -> CalendarFeed | None:
     return db.session.scalar(
         sa.select(CalendarFeed).where(
@@ -442,7 +438,7 @@ def issue_feed_token(participant: Participant) -> str:
     revoke_feed(participant)
     token = secrets.token_urlsafe(32)
     feed = CalendarFeed(
-        participant=participant, token_hash=_token_hash(token), created_at=clock.now()
+        participant=participant, token_hash=token_digest(token), created_at=clock.now()
     )
     db.session.add(feed)
     db.session.flush()
@@ -475,7 +471,7 @@ def participant_for_feed_token(token: str) -> Participant | None:
         return None
     feed = db.session.scalar(
         sa.select(CalendarFeed).where(
-            CalendarFeed.token_hash == _token_hash(token), CalendarFeed.revoked_at.is_(None)
+            CalendarFeed.token_hash == token_digest(token), CalendarFeed.revoked_at.is_(None)
         )
     )
     if feed is None or not feed.participant.is_active:

@@ -67,7 +67,7 @@ def test_study_ids_are_numbered_per_site(app, coordinator):
 
 def test_the_link_token_is_random_and_stored_only_as_a_hash(app, enrolled):
     _, raw = enrolled
-    assert len(services._digest(raw)) == 64 and len(raw) >= 43  # 256 bits in base64url
+    assert len(services.token_digest(raw)) == 64 and len(raw) >= 43  # 256 bits in base64url
     stored = db.session.scalar(sa.select(EnrolmentToken))
     assert stored.token_hash != raw and raw not in stored.token_hash
     assert stored.expires_at - stored.created_at == timedelta(hours=72)
@@ -196,7 +196,7 @@ def test_a_new_session_id_at_every_sign_in(app, client, csrf_token, enrolled):
     enrol_with_passkey(client, csrf_token, raw, authenticator)
     after = client.get_cookie("portal_session").value
     assert before != after
-    assert db.session.get(AuthSession, services._digest(before)) is None
+    assert db.session.get(AuthSession, services.token_digest(before)) is None
 
 
 def test_a_forged_session_cookie_is_anonymous(app, client, make_participant):

@@ -11,7 +11,7 @@ from datetime import date
 
 from markupsafe import Markup, escape
 
-from patient_portal.workspace.services import ChartPoint
+from patient_portal.staff.dashboard import ChartPoint
 
 WIDTH = 640
 HEIGHT = 260

@@ -1,236 +1,50 @@
-"""The coordinator's workspace: completion dashboard queries, filters and participant follow-up.
+"""The dashboard's read model: completion counts, the matrix, follow-up lists, alerts and the
+weekly chart, and the cache that keeps the last ones computed.
 
 The dashboard runs a fixed number of SQL statements whatever the number of participants: every
 count is a GROUP BY in the database and every list is limited. The counts per visit and
 questionnaire and the weekly chart read the completion tally (models.py), which the database
 keeps as assignments are written, so they cost the same for 100 participants or 100,000.
 Assignment states (upcoming, open, completed, missed, withdrawn) are computed in SQL with the
-same rule as `Assignment.state`.
+same rule as `Assignment.state` (questionnaires/states.py).
 Blinding: nothing here reads, stores or infers what a participant received; every participant has
 the same schedule.
 """
 
 from __future__ import annotations
 
-import re
 import threading
 from collections import OrderedDict, defaultdict
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
 from flask import current_app
-from flask_babel import gettext as _
 
-from patient_portal import audit, clock, signals
-from patient_portal.accounts import services as account_services
-from patient_portal.accounts.auth import visible_site_codes
-from patient_portal.accounts.models import (
-    STAFF_ROLES,
-    AuthSession,
-    Participant,
-    StaffSite,
-    StaffUser,
-)
+from patient_portal import clock
+from patient_portal.accounts.models import AuthSession, Participant
 from patient_portal.audit import AuditEvent
 from patient_portal.extensions import db
 from patient_portal.protocol.services import get_protocol
-from patient_portal.questionnaires.loader import get_instruments
-from patient_portal.questionnaires.models import Alert, Assignment, Submission
+from patient_portal.questionnaires.models import Alert, Assignment
 from patient_portal.questionnaires.services import grace
+from patient_portal.questionnaires.states import (
+    STATES,
+    state_condition,
+    state_expression,
+    visit_key_expression,
+)
 from patient_portal.reminders.models import Reminder
 from patient_portal.schedule.models import Visit
-from patient_portal.workspace.models import CompletionTally, hour_number, hour_start
+from patient_portal.staff.filters import PAGE_SIZE, Filters, visit_keys
+from patient_portal.staff.models import CompletionTally, hour_number, hour_start
 
 _CACHE_LOCK = threading.Lock()
-# Dashboard states; "open" includes a questionnaire started and still finishable in the grace.
-STATES = ("upcoming", "open", "completed", "missed", "withdrawn")
-PAGE_SIZE = 50
 LIST_LIMIT = 50
 CLOSING_SOON = timedelta(hours=48)
 INACTIVE_AFTER = timedelta(days=14)
 MISSED_SHOWN_FOR = timedelta(days=30)
 CHART_DEFAULT_WEEKS = 26
-CHART_MAX_DAYS = 731
-MAX_PAGE = 100_000
-STUDY_ID_PATTERN = re.compile(r"^[A-Za-z0-9-]{1,20}$")
-WITHDRAWAL_REASON_MAX = 500
-
-
-class WorkspaceError(Exception):
-    """A refused request; `message` is translated for the person in front of the screen."""
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.message = message
-        self.status = status
-
-
-# ---------------------------------------------------------------------------------------------
-# Filters
-
-
-@dataclass(frozen=True)
-class Filters:
-    """What the dashboard shows; `sites` are the sites in scope after the site filter."""
-
-    sites: tuple[str, ...]
-    site: str | None = None
-    visit: str | None = None
-    instrument: str | None = None
-    state: str | None = None
-    study_id: str | None = None
-    page: int = 1
-    start: date | None = None
-    end: date | None = None
-
-    def query_args(self, **changes) -> dict[str, str]:
-        """The filters as URL arguments (for links that keep them), with some changed."""
-        values = {
-            "site": self.site,
-            "visit": self.visit,
-            "instrument": self.instrument,
-            "state": self.state,
-            "study_id": self.study_id,
-            "from": self.start.isoformat() if self.start else None,
-            "to": self.end.isoformat() if self.end else None,
-            "page": str(self.page) if self.page != 1 else None,
-        }
-        values.update(changes)
-        return {key: value for key, value in values.items() if value}
-
-
-def visit_keys() -> list[str]:
-    """Every visit with questionnaires, in protocol order, then the series (weekly check-in)."""
-    protocol = get_protocol()
-    return [v.code for v in protocol.visits if v.questionnaires] + [s.code for s in protocol.series]
-
-
-def parse_date(value: str, name: str) -> date:
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise WorkspaceError(
-            _("“%(name)s” must be a date written year-month-day.", name=name)
-        ) from None
-
-
-def parse_date_range(args: Mapping[str, str]) -> tuple[date | None, date | None]:
-    """`from` and `to` as dates; a malformed or reversed range, or one too long, is refused."""
-    start = parse_date(args["from"], _("First day")) if args.get("from") else None
-    end = parse_date(args["to"], _("Last day")) if args.get("to") else None
-    if start and end:
-        if start > end:
-            raise WorkspaceError(_("The start of the period must be before its end."))
-        if (end - start).days > CHART_MAX_DAYS:
-            raise WorkspaceError(_("Please choose a period of at most two years."))
-    return start, end
-
-
-def parse_page(value: str | None) -> int:
-    if not value:
-        return 1
-    if not value.isdigit() or not 1 <= int(value) <= MAX_PAGE:
-        raise WorkspaceError(_("The page number is not valid."))
-    return int(value)
-
-
-def scoped_sites(staff: StaffUser, site: str | None) -> tuple[str, ...]:
-    """The sites a request may read: all the staff member's sites, or the one asked for.
-
-    An unknown site is a 400; a known site that is not theirs is a 404, as for any other record
-    of another site.
-    """
-    visible = tuple(visible_site_codes(staff))
-    if not site:
-        return visible
-    if site not in get_protocol().sites:
-        raise WorkspaceError(_("This site does not exist."))
-    if site not in visible:
-        raise WorkspaceError(_("Page not found"), 404)
-    return (site,)
-
-
-def parse_filters(args: Mapping[str, str], staff: StaffUser) -> Filters:
-    """The dashboard's filters from the query string; anything unknown is a translated 400."""
-    site = args.get("site") or None
-    visit = args.get("visit") or None
-    instrument = args.get("instrument") or None
-    state = args.get("state") or None
-    study_id = (args.get("study_id") or "").strip() or None
-    if visit is not None and visit not in visit_keys():
-        raise WorkspaceError(_("This visit does not exist."))
-    if instrument is not None and instrument not in get_instruments():
-        raise WorkspaceError(_("This questionnaire does not exist."))
-    if state is not None and state not in STATES:
-        raise WorkspaceError(_("This state does not exist."))
-    if study_id is not None and not STUDY_ID_PATTERN.match(study_id):
-        raise WorkspaceError(_("A study ID has only letters, digits and hyphens."))
-    start, end = parse_date_range(args)
-    return Filters(
-        sites=scoped_sites(staff, site),
-        site=site,
-        visit=visit,
-        instrument=instrument,
-        state=state,
-        study_id=study_id.upper() if study_id else None,
-        page=parse_page(args.get("page")),
-        start=start,
-        end=end,
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# SQL building blocks
-
-
-def state_expression(now: datetime) -> sa.ColumnElement[str]:
-    """The assignment's state at `now`, in SQL, by the same rule as Assignment.state."""
-    return sa.case(
-        (Assignment.status == "completed", "completed"),
-        (Assignment.status == "withdrawn", "withdrawn"),
-        (Assignment.opens_at > now, "upcoming"),
-        (Assignment.closes_at > now, "open"),
-        (
-            sa.and_(Assignment.status == "in_progress", Assignment.closes_at > now - grace()),
-            "open",
-        ),
-        else_="missed",
-    )
-
-
-def state_condition(state: str, now: datetime) -> sa.ColumnElement[bool]:
-    """`state_expression(now) == state` as plain comparisons of the stored status and times,
-    which the planner can estimate and serve from the indexes on opening and closing times."""
-    not_done = Assignment.status.in_(("planned", "in_progress"))
-    started = Assignment.status == "in_progress"
-    if state in ("completed", "withdrawn"):
-        return Assignment.status == state
-    if state == "upcoming":
-        return sa.and_(not_done, Assignment.opens_at > now)
-    if state == "open":
-        return sa.and_(
-            not_done,
-            Assignment.opens_at <= now,
-            # Implied (nothing stays open longer), and it bounds the search on opening times.
-            Assignment.opens_at > now - longest_window(),
-            sa.or_(
-                Assignment.closes_at > now,
-                sa.and_(started, Assignment.closes_at > now - grace()),
-            ),
-        )
-    if state == "missed":
-        return sa.or_(
-            sa.and_(Assignment.status == "planned", Assignment.closes_at <= now),
-            sa.and_(started, Assignment.closes_at <= now - grace()),
-        )
-    raise ValueError(state)
-
-
-def visit_key_expression() -> sa.ColumnElement[str]:
-    """The visit code of a visit's questionnaire, or the series code of a series occurrence."""
-    return sa.func.coalesce(Visit.code, Assignment.series_code)
 
 
 def _assignments_in_scope(query: sa.Select, filters: Filters, now: datetime) -> sa.Select:
@@ -246,22 +60,6 @@ def _assignments_in_scope(query: sa.Select, filters: Filters, now: datetime) -> 
     if filters.study_id:
         query = query.where(Participant.study_id.startswith(filters.study_id, autoescape=True))
     return query
-
-
-def longest_window() -> timedelta:
-    """The longest time any questionnaire stays open, from the protocol (plus a day for DST).
-
-    An assignment closing after T opened after T minus this, so a search on closing times can
-    also bound the opening time, which is indexed.
-    """
-    protocol = get_protocol()
-    spans = [
-        protocol.open_days_before_target + visit.window_after + 1
-        for visit in protocol.visits
-        if visit.questionnaires
-    ]
-    spans += [series.open_days for series in protocol.series]
-    return timedelta(days=max(spans, default=0) + 1)
 
 
 def _epoch_seconds(column) -> sa.ColumnElement:
@@ -836,241 +634,3 @@ def _compute_dashboard(filters: Filters, now: datetime) -> Dashboard:
         chart_start=start,
         chart_end=end,
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# One participant
-
-
-def participant_assignments(participant: Participant, now: datetime | None = None) -> list[dict]:
-    """The participant's questionnaires (not the weekly ones still to come), with their state."""
-    now = now or clock.now()
-    state = state_expression(now).label("state")
-    rows = db.session.execute(
-        sa.select(Assignment, visit_key_expression().label("visit"), state)
-        .outerjoin(Visit, Visit.id == Assignment.visit_id)
-        .where(Assignment.participant_id == participant.id)
-        .where(sa.or_(Assignment.visit_id.is_not(None), Assignment.opens_at <= now))
-        .order_by(Assignment.opens_at, Assignment.id)
-    ).all()
-    return [{"assignment": a, "visit": v, "state": s} for a, v, s in rows]
-
-
-def submitted_answers(participant: Participant) -> list[Assignment]:
-    """Submitted questionnaires with their answers, most recent first."""
-    return list(
-        db.session.scalars(
-            sa.select(Assignment)
-            .join(Submission, Submission.assignment_id == Assignment.id)
-            .where(Assignment.participant_id == participant.id)
-            .order_by(Submission.submitted_at.desc(), Assignment.id.desc())
-            .options(sa.orm.selectinload(Assignment.answers))
-        )
-    )
-
-
-def participant_alerts(participant: Participant) -> list[Alert]:
-    """All of the participant's alerts, unacknowledged first, then the most recent."""
-    return list(
-        db.session.scalars(
-            sa.select(Alert)
-            .where(Alert.participant_id == participant.id)
-            .order_by(Alert.acknowledged_at.is_not(None), Alert.created_at.desc(), Alert.id)
-        )
-    )
-
-
-def participant_audit_history(participant: Participant, limit: int = 200) -> list[AuditEvent]:
-    """The audit events about this participant and their records, newest first."""
-    as_text = sa.String(60)
-    own = [
-        (
-            "assignment",
-            sa.select(sa.cast(Assignment.id, as_text)).where(
-                Assignment.participant_id == participant.id
-            ),
-        ),
-        (
-            "visit",
-            sa.select(sa.cast(Visit.id, as_text)).where(Visit.participant_id == participant.id),
-        ),
-        (
-            "alert",
-            sa.select(sa.cast(Alert.id, as_text)).where(Alert.participant_id == participant.id),
-        ),
-    ]
-    conditions = [
-        sa.and_(
-            AuditEvent.entity == "participant",
-            AuditEvent.entity_id.in_(
-                [participant.study_id, str(participant.id), participant.audit_name]
-            ),
-        ),
-        AuditEvent.actor == participant.audit_name,
-        *[
-            sa.and_(AuditEvent.entity == entity, AuditEvent.entity_id.in_(ids))
-            for entity, ids in own
-        ],
-    ]
-    return list(
-        db.session.scalars(
-            sa.select(AuditEvent)
-            .where(sa.or_(*conditions))
-            .order_by(AuditEvent.id.desc())
-            .limit(limit)
-        )
-    )
-
-
-def withdraw_participant(participant: Participant, staff: StaffUser, reason: str) -> int:
-    """Withdraw a participant: questionnaires not done are closed, reminders stop, data stays.
-
-    The participant is signed out and unused enrolment links stop; every feature closes its
-    own rows on `participant_withdrawn`, and may return counts for the audit event.
-    Returns how many questionnaires were closed.
-    """
-    reason = (reason or "").strip()
-    if not reason:
-        raise WorkspaceError(_("Please give the reason for the withdrawal."), 422)
-    if len(reason) > WITHDRAWAL_REASON_MAX:
-        raise WorkspaceError(_("Please give a reason of at most 500 characters."), 422)
-    if participant.status == "withdrawn":
-        raise WorkspaceError(_("This participant has already withdrawn."), 409)
-    before = participant.status
-    participant.status = "withdrawn"
-    counts: dict[str, int] = {}
-    for _receiver, outcome in signals.participant_withdrawn.send(participant):
-        if isinstance(outcome, dict):
-            counts.update(outcome)
-    account_services.end_all_sessions(participant, reason="participant withdrawn")
-    account_services.revoke_enrolment_links(participant)
-    db.session.flush()
-    audit.record(
-        "participant.withdrawn",
-        "participant",
-        participant.study_id,
-        before={"status": before},
-        after={"status": "withdrawn", **counts},
-        reason=reason,
-        actor=staff.audit_name,
-    )
-    return counts.get("questionnaires_closed", 0)
-
-
-# ---------------------------------------------------------------------------------------------
-# Staff administration and the audit log
-
-
-def update_staff(member: StaffUser, role: str, site_codes: list[str], by: StaffUser) -> bool:
-    """Set a staff member's role and sites, audited; False when nothing changed."""
-    if role not in STAFF_ROLES:
-        raise WorkspaceError(_("Please choose a role."), 422)
-    unknown = [code for code in site_codes if code not in get_protocol().sites]
-    if unknown or (role == "coordinator" and not site_codes):
-        raise WorkspaceError(_("Please choose at least one known site."), 422)
-    if member.id == by.id and role != "admin":
-        raise WorkspaceError(_("You cannot remove your own administrator role."), 409)
-    sites = sorted(set(site_codes))
-    before = {"role": member.role, "sites": member.site_codes}
-    if before == {"role": role, "sites": sites}:
-        return False
-    member.role = role
-    member.site_links = [StaffSite(site_code=code) for code in sites]
-    db.session.flush()
-    audit.record(
-        "staff.updated",
-        "staff",
-        member.email,
-        before=before,
-        after={"role": role, "sites": sites},
-        actor=by.audit_name,
-    )
-    return True
-
-
-def set_staff_active(member: StaffUser, active: bool, by: StaffUser) -> bool:
-    """Deactivate (signed out everywhere, links stopped) or reactivate a staff account, audited."""
-    if member.id == by.id:
-        raise WorkspaceError(_("You cannot deactivate your own account."), 409)
-    if member.active == active:
-        return False
-    member.active = active
-    if not active:
-        account_services.end_all_sessions(member, reason="account deactivated")
-        account_services.revoke_enrolment_links(member)
-    db.session.flush()
-    audit.record(
-        "staff.activated" if active else "staff.deactivated",
-        "staff",
-        member.email,
-        before={"active": not active},
-        after={"active": active},
-        actor=by.audit_name,
-    )
-    return True
-
-
-@dataclass(frozen=True)
-class AuditFilters:
-    actor: str | None = None
-    action: str | None = None
-    entity: str | None = None
-    start: date | None = None
-    end: date | None = None
-    page: int = 1
-
-    def query_args(self, **changes) -> dict[str, str]:
-        values = {
-            "actor": self.actor,
-            "action": self.action,
-            "entity": self.entity,
-            "from": self.start.isoformat() if self.start else None,
-            "to": self.end.isoformat() if self.end else None,
-            "page": str(self.page) if self.page != 1 else None,
-        }
-        values.update(changes)
-        return {key: value for key, value in values.items() if value}
-
-
-AUDIT_TEXT = re.compile(r"^[\w.@:+\- ]{1,120}$")
-
-
-def parse_audit_filters(args: Mapping[str, str]) -> AuditFilters:
-    """The audit viewer's filters; anything malformed is a translated 400."""
-    values = {}
-    for name in ("actor", "action", "entity"):
-        value = (args.get(name) or "").strip()
-        if value and not AUDIT_TEXT.match(value):
-            raise WorkspaceError(_("Please search with letters, digits and . @ : - _ only."))
-        values[name] = value or None
-    start, end = parse_date_range(args)
-    return AuditFilters(**values, start=start, end=end, page=parse_page(args.get("page")))
-
-
-def audit_events(filters: AuditFilters) -> tuple[list[AuditEvent], bool]:
-    """One page of audit events, newest first, and whether there is a next page."""
-    query = sa.select(AuditEvent)
-    if filters.actor:
-        query = query.where(AuditEvent.actor.contains(filters.actor, autoescape=True))
-    if filters.action:
-        query = query.where(AuditEvent.action.startswith(filters.action, autoescape=True))
-    if filters.entity:
-        query = query.where(AuditEvent.entity == filters.entity)
-    if filters.start:
-        query = query.where(
-            AuditEvent.at
-            >= datetime.combine(filters.start, datetime.min.time(), clock.now().tzinfo)
-        )
-    if filters.end:
-        query = query.where(
-            AuditEvent.at
-            < datetime.combine(
-                filters.end + timedelta(days=1), datetime.min.time(), clock.now().tzinfo
-            )
-        )
-    rows = db.session.scalars(
-        query.order_by(AuditEvent.id.desc())
-        .limit(PAGE_SIZE + 1)
-        .offset((filters.page - 1) * PAGE_SIZE)
-    ).all()
-    return list(rows[:PAGE_SIZE]), len(rows) > PAGE_SIZE

@@ -30,8 +30,8 @@ from patient_portal.protocol.services import get_protocol
 from patient_portal.questionnaires.fhir import CANONICAL_BASE, instrument_to_fhir
 from patient_portal.questionnaires.loader import get_instruments
 from patient_portal.questionnaires.models import Answer, Assignment, Submission
+from patient_portal.questionnaires.states import state_expression, visit_key_expression
 from patient_portal.schedule.models import Visit
-from patient_portal.workspace.services import state_expression, visit_key_expression
 
 CHUNK_ROWS = 2000
 STUDY_ID_SYSTEM = "https://care-ssc.example/fhir/study-id"

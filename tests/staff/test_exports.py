@@ -189,7 +189,7 @@ def test_unknown_export_is_a_404(signed_in):
 
 
 def test_a_text_answer_cannot_become_a_spreadsheet_formula():
-    from patient_portal.workspace.exports import _safe_cell
+    from patient_portal.staff.exports import _safe_cell
 
     assert _safe_cell('=HYPERLINK("x")') == '\'=HYPERLINK("x")'
     assert _safe_cell("-3") == "-3"
@@ -200,7 +200,7 @@ def test_an_export_leaves_the_connection_fit_for_other_statements(two_sites, mak
     """Regression: the streaming option was set on the session's connection, and PostgreSQL's
     server-side cursor then refused the next executemany."""
     from patient_portal.accounts.models import StaffSite
-    from patient_portal.workspace import exports
+    from patient_portal.staff import exports
 
     member = make_staff(sites=["JGH"])
     assert sum(len(chunk) for chunk in exports.answers_csv(["JGH"])) > 0

@@ -13,7 +13,7 @@ from patient_portal.accounts.models import Participant
 from patient_portal.extensions import db
 from patient_portal.questionnaires.models import Assignment
 from patient_portal.schedule.models import Visit
-from patient_portal.workspace.models import CompletionTally
+from patient_portal.staff.models import CompletionTally
 
 KEY = ("site_code", "visit_key", "instrument_id", "status", "opens_hour", "closes_hour")
 

@@ -11,7 +11,7 @@ from flask import Flask
 from flask.cli import AppGroup
 
 from patient_portal.extensions import db
-from patient_portal.workspace import tally
+from patient_portal.staff import tally
 
 workspace_cli = AppGroup("workspace", help="Coordinator workspace: the completion tally.")
 

@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from patient_portal import clock
+from patient_portal.accounts import services as account_services
 from patient_portal.accounts.models import Participant
 from patient_portal.extensions import db
 from patient_portal.questionnaires import services as questionnaire_services
@@ -19,8 +20,9 @@ from patient_portal.questionnaires.models import Assignment
 from patient_portal.reminders.models import Reminder
 from patient_portal.schedule import services as schedule_services
 from patient_portal.schedule.models import Visit
-from patient_portal.workspace import services, tally
-from patient_portal.workspace.models import CompletionTally
+from patient_portal.staff import dashboard as services
+from patient_portal.staff import tally
+from patient_portal.staff.models import CompletionTally
 
 MICROSECOND = timedelta(microseconds=1)
 
@@ -82,7 +84,7 @@ def test_tally_follows_planning_answers_submission_day0_change_and_withdrawal(
     _assert_tally_matches_recount()
 
     # Withdrawal closes what could still be answered, in one bulk UPDATE.
-    closed = services.withdraw_participant(person, coordinator, "Moved abroad")
+    closed = account_services.withdraw_participant(person, coordinator, "Moved abroad")
     db.session.commit()
     assert closed > 0
     _assert_tally_matches_recount()

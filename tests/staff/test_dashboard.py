@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from patient_portal.extensions import db
 from patient_portal.questionnaires.models import Assignment
-from patient_portal.workspace import services
+from patient_portal.staff import dashboard as services
 
 
 def _text(response) -> str:

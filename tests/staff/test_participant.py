@@ -103,7 +103,7 @@ def test_withdrawal_needs_a_reason_and_happens_once(signed_in, in_year, csrf_tok
 def test_a_withdrawn_participant_cannot_sign_in_or_use_a_session(
     client, sign_in, in_year, coordinator
 ):
-    from patient_portal.workspace.services import withdraw_participant
+    from patient_portal.accounts.services import withdraw_participant
 
     person = in_year("JGH", days=40)
     sign_in(client, person)

@@ -1,0 +1,96 @@
+"""One participant's record as their coordinator reads it: questionnaires and their states,
+submitted answers, alerts, and the audit events about them and their records."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from patient_portal import clock
+from patient_portal.accounts.models import Participant
+from patient_portal.audit import AuditEvent
+from patient_portal.extensions import db
+from patient_portal.questionnaires.models import Alert, Assignment, Submission
+from patient_portal.questionnaires.states import state_expression, visit_key_expression
+from patient_portal.schedule.models import Visit
+
+
+def participant_assignments(participant: Participant, now: datetime | None = None) -> list[dict]:
+    """The participant's questionnaires (not the weekly ones still to come), with their state."""
+    now = now or clock.now()
+    state = state_expression(now).label("state")
+    rows = db.session.execute(
+        sa.select(Assignment, visit_key_expression().label("visit"), state)
+        .outerjoin(Visit, Visit.id == Assignment.visit_id)
+        .where(Assignment.participant_id == participant.id)
+        .where(sa.or_(Assignment.visit_id.is_not(None), Assignment.opens_at <= now))
+        .order_by(Assignment.opens_at, Assignment.id)
+    ).all()
+    return [{"assignment": a, "visit": v, "state": s} for a, v, s in rows]
+
+
+def submitted_answers(participant: Participant) -> list[Assignment]:
+    """Submitted questionnaires with their answers, most recent first."""
+    return list(
+        db.session.scalars(
+            sa.select(Assignment)
+            .join(Submission, Submission.assignment_id == Assignment.id)
+            .where(Assignment.participant_id == participant.id)
+            .order_by(Submission.submitted_at.desc(), Assignment.id.desc())
+            .options(sa.orm.selectinload(Assignment.answers))
+        )
+    )
+
+
+def participant_alerts(participant: Participant) -> list[Alert]:
+    """All of the participant's alerts, unacknowledged first, then the most recent."""
+    return list(
+        db.session.scalars(
+            sa.select(Alert)
+            .where(Alert.participant_id == participant.id)
+            .order_by(Alert.acknowledged_at.is_not(None), Alert.created_at.desc(), Alert.id)
+        )
+    )
+
+
+def participant_audit_history(participant: Participant, limit: int = 200) -> list[AuditEvent]:
+    """The audit events about this participant and their records, newest first."""
+    as_text = sa.String(60)
+    own = [
+        (
+            "assignment",
+            sa.select(sa.cast(Assignment.id, as_text)).where(
+                Assignment.participant_id == participant.id
+            ),
+        ),
+        (
+            "visit",
+            sa.select(sa.cast(Visit.id, as_text)).where(Visit.participant_id == participant.id),
+        ),
+        (
+            "alert",
+            sa.select(sa.cast(Alert.id, as_text)).where(Alert.participant_id == participant.id),
+        ),
+    ]
+    conditions = [
+        sa.and_(
+            AuditEvent.entity == "participant",
+            AuditEvent.entity_id.in_(
+                [participant.study_id, str(participant.id), participant.audit_name]
+            ),
+        ),
+        AuditEvent.actor == participant.audit_name,
+        *[
+            sa.and_(AuditEvent.entity == entity, AuditEvent.entity_id.in_(ids))
+            for entity, ids in own
+        ],
+    ]
+    return list(
+        db.session.scalars(
+            sa.select(AuditEvent)
+            .where(sa.or_(*conditions))
+            .order_by(AuditEvent.id.desc())
+            .limit(limit)
+        )
+    )
