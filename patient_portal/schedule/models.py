@@ -7,7 +7,7 @@ calendar in Montréal or Paris, whatever UTC says. Appointments are instants, st
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -17,7 +17,7 @@ from patient_portal import clock
 from patient_portal.accounts.models import Participant
 from patient_portal.db import UTCDateTime
 from patient_portal.extensions import db
-from patient_portal.timezones import local_instant
+from patient_portal.protocol.services import get_protocol
 
 VISIT_STATUSES = ("planned", "completed", "missed", "cancelled")
 
@@ -56,24 +56,8 @@ class Visit(db.Model):
 
     @property
     def zone(self) -> ZoneInfo:
-        from patient_portal.protocol.services import get_protocol
-
+        """The site's zone: the visit's days are days on its wall calendar."""
         return get_protocol().site(self.participant.site_code).zone
-
-    @property
-    def window_opens_at(self) -> datetime:
-        """UTC instant of local 00:00 on the first day of the window."""
-        return local_instant(self.window_start, self.zone)
-
-    @property
-    def window_closes_at(self) -> datetime:
-        """UTC instant of local 00:00 the day after the window: an exclusive end."""
-        return local_instant(self.window_end + timedelta(days=1), self.zone)
-
-    @property
-    def target_day_starts_at(self) -> datetime:
-        """UTC instant of local 00:00 on the target date."""
-        return local_instant(self.target_date, self.zone)
 
     def notes(self, language: str) -> str | None:
         return self.notes_fr if language == "fr" else self.notes_en
