@@ -22,6 +22,15 @@ class NonexistentLocalTime(PortalError):
     status = 422
 
 
+def parse_day(text: str | None, message: str, field: str | None = None, status: int = 422) -> date:
+    """A day on the wall calendar written year-month-day (what `<input type=date>` sends and
+    the query strings carry), or a PortalError with the caller's `message`."""
+    try:
+        return date.fromisoformat((text or "").strip())
+    except ValueError:
+        raise PortalError(message, status, field) from None
+
+
 def local_today(zone: ZoneInfo, now: datetime) -> date:
     """Today's date on the site's wall calendar."""
     return now.astimezone(zone).date()

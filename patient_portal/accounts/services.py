@@ -63,12 +63,7 @@ WITHDRAWAL_REASON_MAX = 500
 Owner = Participant | StaffUser
 
 
-class AccountError(PortalError):
-    """A refused accounts action; `message` is translated for the person in front of the screen.
-    The accounts blueprint answers it where the person is (see accounts.views.refused)."""
-
-
-class SignInFailed(AccountError):
+class SignInFailed(PortalError):
     """One message for every sign-in failure, so nobody can learn which accounts exist."""
 
     def __init__(self) -> None:
@@ -97,9 +92,9 @@ def enrol_participant(
 ) -> tuple[Participant, str]:
     """Create a pseudonymous participant and their first enrolment link; returns the raw token."""
     if site_code not in get_protocol().sites:
-        raise AccountError(_("Please choose one of your sites."), 422)
+        raise PortalError(_("Please choose one of your sites."), 422)
     if language not in LANGUAGES:
-        raise AccountError(_("Please choose French or English."), 422)
+        raise PortalError(_("Please choose French or English."), 422)
     participant = Participant(
         study_id=next_study_id(site_code),
         site_code=site_code,
@@ -125,12 +120,12 @@ def create_staff(
     """Create a staff account and its enrolment link; returns the raw token."""
     email = email.strip().lower()
     if "@" not in email or len(email) > 254 or any(c.isspace() for c in email):
-        raise AccountError(_("Please enter a valid e-mail address."), 422)
+        raise PortalError(_("Please enter a valid e-mail address."), 422)
     if not name.strip() or len(name) > 120:
-        raise AccountError(_("Please enter a name of at most 120 characters."), 422)
+        raise PortalError(_("Please enter a name of at most 120 characters."), 422)
     sites = _checked_role_and_sites(role, site_codes)
     if db.session.scalar(sa.select(StaffUser.id).where(StaffUser.email == email)):
-        raise AccountError(_("A staff account with this e-mail address already exists."), 409)
+        raise PortalError(_("A staff account with this e-mail address already exists."), 409)
     staff = StaffUser(
         email=email,
         name=name.strip(),
@@ -316,32 +311,32 @@ def revoke_enrolment_links(owner: Owner) -> int:
 
 
 def usable_enrolment_token(raw_token: str) -> EnrolmentToken:
-    """The token behind a link, or an AccountError saying plainly why it cannot be used."""
+    """The token behind a link, or an PortalError saying plainly why it cannot be used."""
     if not raw_token or len(raw_token) > 100:
-        raise AccountError(
+        raise PortalError(
             _("This link is not valid. Please ask your study coordinator for a new link."), 404
         )
     token = db.session.scalar(
         sa.select(EnrolmentToken).where(EnrolmentToken.token_hash == token_digest(raw_token))
     )
     if token is None or token.revoked_at is not None:
-        raise AccountError(
+        raise PortalError(
             _("This link is not valid. Please ask your study coordinator for a new link."), 404
         )
     if token.used_at is not None:
-        raise AccountError(
+        raise PortalError(
             _(
                 "This link has already been used. Please sign in, or ask your study coordinator for a new link."
             ),
             410,
         )
     if token.expires_at <= clock.now():
-        raise AccountError(
+        raise PortalError(
             _("This link has expired. Please ask your study coordinator for a new link."), 410
         )
     owner = token.owner
     if owner is None or not owner.is_active:
-        raise AccountError(
+        raise PortalError(
             _("This link is not valid. Please ask your study coordinator for a new link."), 404
         )
     return token
@@ -433,7 +428,7 @@ def finish_registration(
 ) -> PasskeyCredential:
     """Verify the browser's answer and store the passkey; an enrolment link is used up here."""
     ceremony = _take_ceremony(ceremony_key, "registration")
-    failure = AccountError(_("The passkey could not be created. Please try again."), 400)
+    failure = PortalError(_("The passkey could not be created. Please try again."), 400)
     if ceremony is None:
         raise failure
     owner = (
@@ -595,7 +590,7 @@ def owned_passkey(owner: Owner, passkey_id: int) -> PasskeyCredential:
         )
     )
     if passkey is None:
-        raise AccountError(_("This passkey does not exist."), 404)
+        raise PortalError(_("This passkey does not exist."), 404)
     return passkey
 
 
@@ -604,7 +599,7 @@ def rename_passkey(owner: Owner, passkey_id: int, nickname: str) -> PasskeyCrede
     passkey = owned_passkey(owner, passkey_id)
     nickname = nickname.strip()
     if not nickname or len(nickname) > 60:
-        raise AccountError(_("Please give a name of 1 to 60 characters."), 422)
+        raise PortalError(_("Please give a name of 1 to 60 characters."), 422)
     before = passkey.nickname
     passkey.nickname = nickname
     db.session.flush()
@@ -622,7 +617,7 @@ def remove_passkey(owner: Owner, passkey_id: int) -> None:
     """Remove a passkey; the last one stays, or the owner could never sign in again."""
     passkey = owned_passkey(owner, passkey_id)
     if len(owner.passkeys) <= 1:
-        raise AccountError(
+        raise PortalError(
             _("This is your only passkey: it cannot be removed. Add another one first."), 409
         )
     db.session.delete(passkey)
@@ -652,7 +647,7 @@ def end_session_by_id(owner: Owner, session_id: str) -> None:
     """Sign one of the owner's devices out."""
     record = db.session.get(AuthSession, session_id)
     if record is None or record.owner is not owner or record.revoked_at is not None:
-        raise AccountError(_("This session does not exist or has already ended."), 404)
+        raise PortalError(_("This session does not exist or has already ended."), 404)
     record.revoked_at = clock.now()
     db.session.flush()
     audit.record("session.revoked", "session", session_id[:12], after={"owner": owner.audit_name})

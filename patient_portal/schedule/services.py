@@ -25,7 +25,7 @@ from patient_portal.extensions import db
 from patient_portal.protocol.services import Site, VisitDefinition, get_protocol
 from patient_portal.schedule.models import CalendarFeed, Visit
 from patient_portal.security import token_digest
-from patient_portal.timezones import local_today, wall_clock_to_utc
+from patient_portal.timezones import local_today, parse_day, wall_clock_to_utc
 
 # A day 0 further than this from today is a typing mistake, not a plan.
 DAY0_LIMIT = timedelta(days=730)
@@ -36,12 +36,6 @@ VISIT_DURATION = timedelta(hours=1)
 UID_DOMAIN = "care-ssc-portal"
 PRODID = "-//CARE-SSc//Participant portal//EN"
 MARKABLE_STATUSES = ("planned", "completed", "missed", "cancelled")
-
-
-class ScheduleError(PortalError):
-    """Bad input for a schedule change; the message is translated and safe to show."""
-
-    status = 422
 
 
 @dataclass(frozen=True)
@@ -83,30 +77,27 @@ def site_of(participant: Participant) -> Site:
 
 
 def parse_local_date(text: str | None, field: str = "date") -> date:
-    """A date typed as YYYY-MM-DD (what <input type=date> sends), or ScheduleError."""
-    try:
-        return date.fromisoformat((text or "").strip())
-    except ValueError:
-        raise ScheduleError(_("Please enter a valid date (year-month-day)."), field=field) from None
+    """A date typed as YYYY-MM-DD (what <input type=date> sends), or a 422 naming the field."""
+    return parse_day(text, _("Please enter a valid date (year-month-day)."), field)
 
 
 def parse_local_time(text: str | None, field: str = "time") -> time:
-    """A time typed as HH:MM (what <input type=time> sends), or ScheduleError."""
+    """A time typed as HH:MM (what <input type=time> sends), or PortalError."""
     value = (text or "").strip()
     try:
         parsed = time.fromisoformat(value)
     except ValueError:
         parsed = None
     if parsed is None or len(value) not in (5, 8) or parsed.tzinfo is not None:
-        raise ScheduleError(_("Please enter a valid time (hours:minutes)."), field=field)
+        raise PortalError(_("Please enter a valid time (hours:minutes)."), 422, field=field)
     return parsed.replace(second=0, microsecond=0)
 
 
 def _clean_text(value: str | None, limit: int, field: str) -> str | None:
     value = (value or "").strip()
     if len(value) > limit:
-        raise ScheduleError(
-            _("Please keep this under %(count)s characters.", count=limit), field=field
+        raise PortalError(
+            _("Please keep this under %(count)s characters.", count=limit), 422, field=field
         )
     return value or None
 
@@ -201,8 +192,8 @@ def plan_visits(participant: Participant, actor: str | None = None) -> list[Visi
 def _check_day0(new_day0: date, now: datetime, zone: ZoneInfo) -> None:
     today = local_today(zone, now)
     if abs(new_day0 - today) > DAY0_LIMIT:
-        raise ScheduleError(
-            _("Day 0 must be within two years of today. Please check the year."), field="day0"
+        raise PortalError(
+            _("Day 0 must be within two years of today. Please check the year."), 422, field="day0"
         )
 
 
@@ -236,9 +227,9 @@ def change_day0(participant: Participant, new_day0: date, reason: str | None) ->
     """
     reason = _clean_text(reason, REASON_MAX, "reason")
     if participant.day0 is not None and not reason:
-        raise ScheduleError(_("Please give the reason for changing day 0."), field="reason")
+        raise PortalError(_("Please give the reason for changing day 0."), 422, field="reason")
     if new_day0 == participant.day0:
-        raise ScheduleError(_("Day 0 is already this date."), field="day0")
+        raise PortalError(_("Day 0 is already this date."), 422, field="day0")
     moves = preview_day0_change(participant, new_day0)
     before = participant.day0
     participant.day0 = new_day0
@@ -289,7 +280,7 @@ def set_appointment(
     two occurrences (fold=0). A date outside the visit window needs a reason and is flagged.
     """
     if visit.status != "planned":
-        raise ScheduleError(_("Only a planned visit can be given an appointment."))
+        raise PortalError(_("Only a planned visit can be given an appointment."), 422)
     zone = visit.zone
     scheduled_at = wall_clock_to_utc(local_date, local_time, zone)
     notes_en = _clean_text(notes_en, NOTES_MAX, "notes_en")
@@ -297,8 +288,8 @@ def set_appointment(
     reason = _clean_text(reason, REASON_MAX, "reason")
     outside = not visit.window_start <= local_date <= visit.window_end
     if outside and not reason:
-        raise ScheduleError(
-            _("This date is outside the visit window. Please give the reason."), field="reason"
+        raise PortalError(
+            _("This date is outside the visit window. Please give the reason."), 422, field="reason"
         )
     before = _snapshot(visit)
     visit.scheduled_at = scheduled_at
@@ -327,12 +318,12 @@ def mark_visit(visit: Visit, status: str, reason: str | None) -> Visit:
     participant with neutral wording and never with its reason (blinding).
     """
     if status not in MARKABLE_STATUSES:
-        raise ScheduleError(_("Please choose what happened to this visit."), field="status")
+        raise PortalError(_("Please choose what happened to this visit."), 422, field="status")
     reason = _clean_text(reason, REASON_MAX, "reason")
     if status != "completed" and not reason:
-        raise ScheduleError(_("Please give the reason."), field="reason")
+        raise PortalError(_("Please give the reason."), 422, field="reason")
     if status == visit.status:
-        raise ScheduleError(_("The visit already has this status."), field="status")
+        raise PortalError(_("The visit already has this status."), 422, field="status")
     before = _snapshot(visit)
     visit.status = status
     visit.status_reason = reason

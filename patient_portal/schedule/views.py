@@ -29,7 +29,7 @@ from htmx_flask import request
 from patient_portal import clock, timezones
 from patient_portal.accounts.auth import participant_of_visible_site, require
 from patient_portal.accounts.models import Participant
-from patient_portal.errors import PortalError
+from patient_portal.errors import PortalError, handle_portal_error, rolled_back
 from patient_portal.extensions import db, limiter
 from patient_portal.i18n import current_language, format_date, format_relative_days, format_time
 from patient_portal.protocol.services import Site, get_protocol
@@ -289,20 +289,34 @@ def staff_schedule(study_id: str):
     return _staff_page(participant)
 
 
+@bp.errorhandler(PortalError)
+def refused(error: PortalError):
+    """A refused schedule form: its page (or the visit's fragment) again, with the message
+    beside the field and what was typed kept."""
+    rolled_back()
+    args = request.view_args or {}
+    if "study_id" not in args:
+        return handle_portal_error(error)
+    participant = participant_of_visible_site(args["study_id"], current_user)
+    if "code" in args:
+        return _staff_visit_answer(participant, _visit_of(participant, args["code"]), error)
+    return _staff_page(participant, error.status, day0_error=error, day0_form=_day0_form())
+
+
+def _day0_form() -> dict[str, str]:
+    return {"day0": request.form.get("day0", ""), "reason": request.form.get("reason", "")}
+
+
 @bp.post("/staff/participants/<study_id>/schedule/day0")
 @require("staff")
 def staff_day0(study_id: str):
     participant = participant_of_visible_site(study_id, current_user)
-    form = {"day0": request.form.get("day0", ""), "reason": request.form.get("reason", "")}
-    try:
-        new_day0 = services.parse_local_date(form["day0"], field="day0")
-        if request.form.get("confirm") != "yes":
-            moves = services.preview_day0_change(participant, new_day0)
-            return _staff_page(participant, day0_preview=moves, day0_form=form, new_day0=new_day0)
-        services.change_day0(participant, new_day0, form["reason"])
-    except PortalError as error:
-        db.session.rollback()
-        return _staff_page(participant, 422, day0_error=error, day0_form=form)
+    form = _day0_form()
+    new_day0 = services.parse_local_date(form["day0"], field="day0")
+    if request.form.get("confirm") != "yes":
+        moves = services.preview_day0_change(participant, new_day0)
+        return _staff_page(participant, day0_preview=moves, day0_form=form, new_day0=new_day0)
+    services.change_day0(participant, new_day0, form["reason"])
     db.session.commit()
     flash(_("Day 0 is saved and the visits are updated."))
     return redirect(url_for("schedule.staff_schedule", study_id=study_id), 303)
@@ -320,18 +334,14 @@ def _visit_of(participant: Participant, code: str) -> Visit:
 def staff_appointment(study_id: str, code: str):
     participant = participant_of_visible_site(study_id, current_user)
     visit = _visit_of(participant, code)
-    try:
-        services.set_appointment(
-            visit,
-            services.parse_local_date(request.form.get("date")),
-            services.parse_local_time(request.form.get("time")),
-            request.form.get("notes_en"),
-            request.form.get("notes_fr"),
-            request.form.get("reason"),
-        )
-    except PortalError as error:
-        db.session.rollback()
-        return _staff_visit_answer(participant, visit, error)
+    services.set_appointment(
+        visit,
+        services.parse_local_date(request.form.get("date")),
+        services.parse_local_time(request.form.get("time")),
+        request.form.get("notes_en"),
+        request.form.get("notes_fr"),
+        request.form.get("reason"),
+    )
     db.session.commit()
     return _staff_visit_answer(participant, visit, None)
 
@@ -341,11 +351,7 @@ def staff_appointment(study_id: str, code: str):
 def staff_status(study_id: str, code: str):
     participant = participant_of_visible_site(study_id, current_user)
     visit = _visit_of(participant, code)
-    try:
-        services.mark_visit(visit, request.form.get("status", ""), request.form.get("reason"))
-    except PortalError as error:
-        db.session.rollback()
-        return _staff_visit_answer(participant, visit, error)
+    services.mark_visit(visit, request.form.get("status", ""), request.form.get("reason"))
     db.session.commit()
     return _staff_visit_answer(participant, visit, None)
 

@@ -20,6 +20,7 @@ from patient_portal.errors import PortalError
 from patient_portal.protocol.services import get_protocol
 from patient_portal.questionnaires.loader import get_instruments
 from patient_portal.questionnaires.states import STATES
+from patient_portal.timezones import parse_day
 
 # Rows on a page of the matrix or of the audit log.
 PAGE_SIZE = 50
@@ -66,12 +67,10 @@ def visit_keys() -> list[str]:
 
 
 def parse_date(value: str, name: str) -> date:
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise PortalError(
-            _("“%(name)s” must be a date written year-month-day.", name=name)
-        ) from None
+    """A filter's day, or a 400 naming the filter."""
+    return parse_day(
+        value, _("“%(name)s” must be a date written year-month-day.", name=name), status=400
+    )
 
 
 def parse_date_range(args: Mapping[str, str]) -> tuple[date | None, date | None]:

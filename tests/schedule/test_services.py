@@ -10,10 +10,10 @@ import sqlalchemy as sa
 
 from patient_portal import timezones
 from patient_portal.audit import AuditEvent, verify_chain
+from patient_portal.errors import PortalError
 from patient_portal.extensions import db
 from patient_portal.schedule import services
 from patient_portal.schedule.models import Visit
-from patient_portal.schedule.services import ScheduleError
 from patient_portal.timezones import NonexistentLocalTime
 from tests.schedule.helpers import visit
 
@@ -267,7 +267,7 @@ def test_an_appointment_is_stored_in_utc_with_notes_and_audited(planned):
 def test_an_appointment_outside_the_window_needs_a_reason_and_is_flagged(planned):
     participant = planned(day0=date(2026, 12, 1))
     m1 = visit(participant, "M1")
-    with pytest.raises(ScheduleError) as refused:
+    with pytest.raises(PortalError) as refused:
         services.set_appointment(m1, date(2027, 1, 20), time(9), "", "", "  ")
     assert refused.value.field == "reason"
     assert m1.scheduled_at is None
@@ -282,7 +282,7 @@ def test_an_appointment_outside_the_window_needs_a_reason_and_is_flagged(planned
 def test_only_a_planned_visit_gets_an_appointment(planned):
     participant = planned(day0=date(2026, 12, 1))
     m1 = services.mark_visit(visit(participant, "M1"), "cancelled", "Coordinator decision")
-    with pytest.raises(ScheduleError):
+    with pytest.raises(PortalError):
         services.set_appointment(m1, date(2026, 12, 29), time(9), "", "", "")
 
 
@@ -348,7 +348,7 @@ def test_setting_the_first_day0_plans_the_visits(make_participant, now):
 )
 def test_a_bad_day0_change_is_refused_and_nothing_changes(planned, new_day0, reason, field):
     participant = planned(day0=date(2026, 12, 1))
-    with pytest.raises(ScheduleError) as refused:
+    with pytest.raises(PortalError) as refused:
         services.change_day0(participant, new_day0, reason)
     assert refused.value.field == field
     db.session.rollback()
@@ -361,9 +361,9 @@ def test_marking_a_visit_needs_a_reason_except_completed_and_is_audited(planned)
     participant = planned(day0=date(2026, 12, 1))
     m1 = visit(participant, "M1")
     for status in ("missed", "cancelled", "planned"):
-        with pytest.raises(ScheduleError):
+        with pytest.raises(PortalError):
             services.mark_visit(m1, status, "")
-    with pytest.raises(ScheduleError):
+    with pytest.raises(PortalError):
         services.mark_visit(m1, "lost", "why")
     services.mark_visit(m1, "missed", "Did not come")
     services.mark_visit(m1, "planned", "Marked by mistake")
@@ -409,13 +409,13 @@ def test_next_visit_is_the_earliest_appointment(planned):
 
 @pytest.mark.parametrize("text", ["", "2026-13-01", "2026-02-30", "01/12/2026", "yesterday"])
 def test_malformed_dates_are_refused(app, text):
-    with pytest.raises(ScheduleError):
+    with pytest.raises(PortalError):
         services.parse_local_date(text)
 
 
 @pytest.mark.parametrize("text", ["", "25:00", "9h30", "09:60", "9:30", "09:30+01:00", "noon"])
 def test_malformed_times_are_refused(app, text):
-    with pytest.raises(ScheduleError):
+    with pytest.raises(PortalError):
         services.parse_local_time(text)
 
 

@@ -26,6 +26,7 @@ from patient_portal.questionnaires.services import answers_of
 from patient_portal.questionnaires.views import display_value
 from patient_portal.staff import record
 from patient_portal.staff.views.blueprints import staff
+from patient_portal.timezones import parse_day
 
 DAY0_EARLIEST = date(2020, 1, 1)
 DAY0_LATEST = date(2035, 12, 31)
@@ -50,10 +51,7 @@ def link_page(owner, raw_token: str, status: int = 201):
 def _parse_day0(value: str) -> date | None:
     if not value:
         return None
-    try:
-        day0 = date.fromisoformat(value)
-    except ValueError:
-        raise PortalError(_("Please give day 0 as a date (year-month-day)."), 422) from None
+    day0 = parse_day(value, _("Please give day 0 as a date (year-month-day)."))
     if not DAY0_EARLIEST <= day0 <= DAY0_LATEST:
         raise PortalError(_("Day 0 must be between 2020 and 2035."), 422)
     return day0
