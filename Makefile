@@ -97,6 +97,7 @@ test: $(VENV)/.installed-test node_modules/.dev-installed $(VENDOR) $(COMPRESSED
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 bench: $(VENV)/.installed-test node_modules/.dev-installed $(VENDOR) translations/fr/LC_MESSAGES/messages.mo
 	$(BIN)/python -m bench
