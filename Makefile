@@ -91,7 +91,6 @@ translations: $(VENV)/.installed
 
 test: $(VENV)/.installed-test node_modules/.dev-installed $(VENDOR) $(COMPRESSED) translations/fr/LC_MESSAGES/messages.mo
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
-	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-test
