@@ -8,24 +8,46 @@ PORT ?= 5000
 # Participants seeded by the dashboard benchmark; 100,000 takes minutes on a small machine.
 BENCH_DASHBOARD_SIZES ?= 1000,10000,100000
 export FLASK_APP := wsgi.py
+# Every package with its version and hashes: the portal's alone, and with the test extra.
+LOCK := requirements.lock
+TEST_LOCK := requirements-test.lock
+LOCK_TOOLS := $(VENV)/lock-tools
+PIP_COMPILE := $(LOCK_TOOLS)/bin/pip-compile --quiet --generate-hashes --allow-unsafe \
+	--strip-extras --all-build-deps --no-emit-index-url --no-emit-find-links
 
 VENDOR := static/vendor/htmx.min.js static/vendor/simplewebauthn-browser.umd.min.js
 # Pre-compressed copies that WhiteNoise serves to browsers sending Accept-Encoding: gzip.
 COMPRESSED := $(VENV)/.static-compressed
 
-.PHONY: run setup test lint translations bench clean
+.PHONY: run setup test lint lock translations bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+# Exactly the locked packages, each checked against its hash, then the portal itself without
+# resolving anything again. setuptools is locked too, hence no isolated build environment.
+$(VENV)/.installed: $(LOCK) pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test]'
+$(VENV)/.installed-test: $(TEST_LOCK) pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --require-hashes -r $(TEST_LOCK)
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@ $(VENV)/.installed
+
+$(LOCK_TOOLS)/bin/pip-compile:
+	$(PYTHON) -m venv $(LOCK_TOOLS)
+	$(LOCK_TOOLS)/bin/pip install --quiet 'pip-tools~=7.6'
+
+# After a change to pyproject.toml's dependencies: `make lock` pins what was added and keeps
+# every other pin; `make lock UPGRADE=1` moves every package to its newest allowed release.
+# Run it with the Python that CI uses (3.11): the locks are resolved for that version. The test
+# lock is constrained by the runtime lock, so the packages both hold have the same versions.
+lock: | $(LOCK_TOOLS)/bin/pip-compile
+	$(PIP_COMPILE) $(if $(UPGRADE),--upgrade) -o $(LOCK) pyproject.toml
+	$(PIP_COMPILE) $(if $(UPGRADE),--upgrade) --extra test -c $(LOCK) -o $(TEST_LOCK) pyproject.toml
 
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund $(if $(NPM_DEV),,--omit=dev)
@@ -69,12 +91,12 @@ translations: $(VENV)/.installed
 
 test: $(VENV)/.installed-test node_modules/.dev-installed $(VENDOR) $(COMPRESSED) translations/fr/LC_MESSAGES/messages.mo
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
-	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 bench: $(VENV)/.installed-test node_modules/.dev-installed $(VENDOR) translations/fr/LC_MESSAGES/messages.mo
 	$(BIN)/python -m bench
