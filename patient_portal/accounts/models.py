@@ -38,6 +38,17 @@ class OwnedRow:
         return self.participant or self.staff
 
 
+class OwnedByOne(OwnedRow):
+    """A passkey or an enrolment token: its table's check constraint gives it exactly one owner."""
+
+    @property
+    def owner(self) -> Participant | StaffUser:
+        owner = self.participant or self.staff
+        if owner is None:
+            raise LookupError(f"{type(self).__name__} without an owner breaks the one_owner check")
+        return owner
+
+
 def owned_by(model, owner: Participant | StaffUser) -> sa.ColumnElement[bool]:
     """The rows of `model` (a passkey, enrolment token, session or ceremony) that are the owner's."""
     column = model.participant_id if owner.kind == "participant" else model.staff_id
@@ -152,7 +163,7 @@ class StaffSite(db.Model):
     staff: Mapped[StaffUser] = relationship(back_populates="site_links")
 
 
-class PasskeyCredential(OwnedRow, db.Model):
+class PasskeyCredential(OwnedByOne, db.Model):
     __tablename__ = "passkey_credential"
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -175,7 +186,7 @@ class PasskeyCredential(OwnedRow, db.Model):
     __table_args__ = (sa.CheckConstraint(_ONE_OWNER, name="one_owner"),)
 
 
-class EnrolmentToken(OwnedRow, db.Model):
+class EnrolmentToken(OwnedByOne, db.Model):
     """A single-use link that lets its owner register a passkey. Only the hash is stored."""
 
     __tablename__ = "enrolment_token"

@@ -10,6 +10,7 @@ import json
 import secrets
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import cast
 
 import sqlalchemy as sa
 from flask import current_app
@@ -523,7 +524,10 @@ def finish_authentication(ceremony_key: str | None, credential_json: str) -> Sig
         return _failed_sign_in(None, "no live ceremony")
     try:
         credential = _parse_credential(credential_json)
-        credential_id = base64url_to_bytes(credential.get("rawId") or credential.get("id"))
+        raw_id = credential.get("rawId") or credential.get("id")
+        if not isinstance(raw_id, str):
+            raise TypeError("a credential id is a base64url string")
+        credential_id = base64url_to_bytes(raw_id)
     except (ValueError, TypeError, AttributeError):
         return _failed_sign_in(None, "malformed credential")
     passkey = db.session.scalar(
@@ -632,15 +636,17 @@ def remove_passkey(owner: Owner, passkey_id: int) -> None:
 
 def live_sessions(owner: Owner) -> list[AuthSession]:
     now = clock.now()
-    return db.session.scalars(
-        sa.select(AuthSession)
-        .where(
-            owned_by(AuthSession, owner),
-            AuthSession.revoked_at.is_(None),
-            AuthSession.expires_at > now,
+    return list(
+        db.session.scalars(
+            sa.select(AuthSession)
+            .where(
+                owned_by(AuthSession, owner),
+                AuthSession.revoked_at.is_(None),
+                AuthSession.expires_at > now,
+            )
+            .order_by(AuthSession.last_seen_at.desc())
         )
-        .order_by(AuthSession.last_seen_at.desc())
-    ).all()
+    )
 
 
 def end_session_by_id(owner: Owner, session_id: str) -> None:
@@ -656,17 +662,20 @@ def end_session_by_id(owner: Owner, session_id: str) -> None:
 def end_all_sessions(owner: Owner, reason: str) -> int:
     """Sign the owner out everywhere; returns how many sessions ended."""
     now = clock.now()
-    result = db.session.execute(
-        sa.update(AuthSession)
-        .where(owned_by(AuthSession, owner), AuthSession.revoked_at.is_(None))
-        .values(revoked_at=now)
-    )
-    if result.rowcount:
+    ended = cast(
+        sa.CursorResult,
+        db.session.execute(
+            sa.update(AuthSession)
+            .where(owned_by(AuthSession, owner), AuthSession.revoked_at.is_(None))
+            .values(revoked_at=now)
+        ),
+    ).rowcount
+    if ended:
         audit.record(
             "session.revoked_all",
             owner.kind,
             owner.audit_name,
-            after={"count": result.rowcount},
+            after={"count": ended},
             reason=reason,
         )
-    return result.rowcount
+    return ended

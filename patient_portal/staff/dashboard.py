@@ -171,7 +171,7 @@ def _undecided_hours(now: datetime) -> tuple[int, int, int]:
     return current, hour_number(now - grace()), current + 1
 
 
-def _tallied_state_counts(filters: Filters, now: datetime) -> sa.Select:
+def _tallied_state_counts(filters: Filters, now: datetime) -> sa.CompoundSelect:
     """(site, visit, questionnaire, state, count) from the tally, for every tally row whose
     state follows from its hours alone, plus the assignments of the undecided hours counted
     one by one; one statement, so both halves read the same snapshot."""
@@ -231,6 +231,7 @@ def completion_summary(filters: Filters, now: datetime) -> list[SummaryRow]:
     From the tally, except for a study ID search, which concerns a few participants and is
     counted from their assignments.
     """
+    query: sa.Select | sa.CompoundSelect
     if filters.study_id:
         query = _exact_state_counts(filters, now)
     else:
@@ -501,7 +502,9 @@ def _exact_weekly_counts(
     )
 
 
-def _tallied_weekly_counts(filters: Filters, now: datetime, start_at, end_at) -> sa.Select:
+def _tallied_weekly_counts(
+    filters: Filters, now: datetime, start_at, end_at
+) -> sa.Select | sa.CompoundSelect:
     """The same from the tally for the whole hours, plus the current hour's assignments one by
     one when the period ends now (the chart's weeks start at midnight UTC, on an hour)."""
     tally = CompletionTally
@@ -533,6 +536,7 @@ def _tallied_weekly_counts(filters: Filters, now: datetime, start_at, end_at) ->
 def completion_over_time(filters: Filters, now: datetime) -> list[ChartPoint]:
     """Per week of closing: of the questionnaires whose window closed that week, how many were done."""
     start, start_at, end_at = _chart_bounds(filters, now)
+    query: sa.Select | sa.CompoundSelect
     if filters.study_id:
         query = _exact_weekly_counts(filters, now, start_at, end_at)
     else:

@@ -419,8 +419,8 @@ def fhir_bundle(sites: list[str]) -> Iterator[str]:
         pages[instrument_id] = _page_of_items(questionnaire)
         yield ("" if first else ",\n") + _entry(questionnaire, f"Questionnaire/{instrument_id}")
         first = False
-    for assignment_id, rows in groupby(answer_rows(sites), key=lambda r: r.assignment_id):
-        rows = list(rows)
+    for assignment_id, group in groupby(answer_rows(sites), key=lambda r: r.assignment_id):
+        rows = list(group)
         head = rows[0]
         instrument = instruments.get(head.instrument_id)
         groups: dict[str, list[dict[str, Any]]] = {}
@@ -560,8 +560,8 @@ def odm_xml(sites: list[str]) -> Iterator[str]:
     yield "</Study>"
     yield from _admin_data(sites)
     yield f'<ClinicalData StudyOID="CARE-SSc" MetaDataVersionOID="{METADATA_OID}">'
-    for study_id, subject_rows in groupby(answer_rows(sites), key=lambda r: r.study_id):
-        subject_rows = list(subject_rows)
+    for study_id, subject_group in groupby(answer_rows(sites), key=lambda r: r.study_id):
+        subject_rows = list(subject_group)
         site = subject_rows[0].site_code
         yield f'<SubjectData SubjectKey={quoteattr(study_id)}><SiteRef LocationOID="LOC.{site}"/>'
         for (visit_key, series, occurrence), event_rows in groupby(
@@ -569,8 +569,8 @@ def odm_xml(sites: list[str]) -> Iterator[str]:
         ):
             repeat = f' StudyEventRepeatKey="{occurrence + 1}"' if series else ""
             yield f'<StudyEventData StudyEventOID="{_event_oid(visit_key)}"{repeat}>'
-            for _assignment, form_rows in groupby(event_rows, key=lambda r: r.assignment_id):
-                form_rows = list(form_rows)
+            for _assignment, form_group in groupby(event_rows, key=lambda r: r.assignment_id):
+                form_rows = list(form_group)
                 head = form_rows[0]
                 yield f'<FormData FormOID="F.{head.instrument_id}">'
                 yield (

@@ -32,7 +32,7 @@ __all__ = [
 
 
 def _participant_page_again(error: PortalError):
-    person = participant_of_visible_site(request.view_args["study_id"], current_user)
+    person = participant_of_visible_site((request.view_args or {})["study_id"], current_user)
     return participants.participant_page(person, error)
 
 

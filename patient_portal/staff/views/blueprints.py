@@ -6,7 +6,8 @@ names their endpoints have always had, so every URL and `url_for` call stays as 
 
 from __future__ import annotations
 
-from flask import Blueprint, request
+from flask import Blueprint
+from htmx_flask import request
 
 staff = Blueprint("staff", __name__, url_prefix="/staff")
 workspace = Blueprint("workspace", __name__, url_prefix="/staff")
