@@ -110,6 +110,8 @@ def participant_session(env: dict[str, str]) -> tuple[str, str]:
                 ).first()
                 or db.session.scalars(sa.select(Participant).order_by(Participant.study_id)).first()
             )
+            if participant is None:
+                raise SystemExit("bench: the demo data has no participant")
             token = secrets.token_urlsafe(32)
             now = clock.now()
             db.session.add(

@@ -115,13 +115,15 @@ def seed(
     def midnight(day) -> datetime:
         return datetime.combine(day, dtime.min, tzinfo=UTC)
 
-    def add(name: str, row: dict) -> int:
-        row_id = ids.get(name)
-        if row_id is not None:
-            row["id"] = row_id
-            ids[name] += 1
+    def queue(name: str, row: dict) -> None:
         rows[name].append(row)
         counts[name] += 1
+
+    def add(name: str, row: dict) -> int:
+        """Queue a row under its table's next id (auth_session rows bring their own: queue)."""
+        row_id = row["id"] = ids[name]
+        ids[name] += 1
+        queue(name, row)
         return row_id
 
     def assignment(pid: int, n: int, number: int, opens: datetime, closes: datetime, **what):
@@ -229,7 +231,7 @@ def seed(
                 )
         if _pseudo(n, "s") < 70:
             seen = now - timedelta(days=_pseudo(n, "d") % 30)
-            add(
+            queue(
                 "auth_session",
                 {
                     "id": hashlib.sha256(f"bench-{n}".encode()).hexdigest(),
@@ -346,7 +348,7 @@ def measure(engine: str, sizes: list[int], answers_for: int, repeat: int) -> dic
             for size in sorted(sizes):
                 started = time.perf_counter()
                 counts = seed(
-                    db.session,
+                    db.session(),  # the scoped session's current Session
                     participants=size - seeded,
                     start_number=seeded + 1,
                     answers_for=max(0, answers_for - seeded),

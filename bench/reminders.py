@@ -22,6 +22,7 @@ import subprocess
 import time
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any, cast
 
 from patient_portal.reminders.channels import Channel, Message, Outcome, Target
 
@@ -120,7 +121,7 @@ def plan(target: int) -> dict:
                 plan_year(participant)
             db.session.commit()
             seconds += time.perf_counter() - start
-            planned = db.session.scalar(sa.select(sa.func.count(Reminder.id)))
+            planned = db.session.execute(sa.select(sa.func.count(Reminder.id))).scalar_one()
         db.engine.dispose()
     return {
         "participants": participants,
@@ -142,7 +143,7 @@ def make_all_due() -> int:
     with app.app_context():
         now = clock.now()
         db.session.execute(sa.delete(ReminderAttempt))
-        count = db.session.execute(
+        result = db.session.execute(
             sa.update(Reminder).values(
                 status="planned",
                 attempts=0,
@@ -153,7 +154,9 @@ def make_all_due() -> int:
                 next_attempt_at=now - timedelta(seconds=1),
                 expires_at=now + timedelta(hours=1),
             )
-        ).rowcount
+        )
+        # An UPDATE answers a CursorResult, whose rowcount Session.execute's type does not show.
+        count = cast(sa.CursorResult[Any], result).rowcount
         db.session.commit()
         with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             connection.execute(sa.text("VACUUM ANALYZE reminder"))
@@ -222,9 +225,9 @@ def dispatch(processes: int, batch: int, expected: int) -> dict:
         worker.join()
     app = create_app()
     with app.app_context():
-        sent = db.session.scalar(
+        sent = db.session.execute(
             sa.select(sa.func.count(Reminder.id)).where(Reminder.status == "sent")
-        )
+        ).scalar_one()
         sent_twice = db.session.scalar(
             sa.select(sa.func.count()).select_from(
                 sa.select(ReminderAttempt.reminder_id)
@@ -275,7 +278,7 @@ def main() -> None:
             f"{run['reminders_per_second']}/s, duplicates {run['duplicates']}"
         )
     four = runs["4"]
-    summary = {
+    summary: dict[str, Any] = {
         "database": f"PostgreSQL, database {DATABASE}",
         "channel": "no-op (bench.reminders.NoopChannel)",
         "machine_cpus": os.cpu_count(),

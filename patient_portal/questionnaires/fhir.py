@@ -15,7 +15,7 @@ import json
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from patient_portal.i18n import LANGUAGES
 from patient_portal.questionnaires.instrument import (
@@ -156,7 +156,7 @@ class _Importer:
         if fhir_item.get("type") == "group":
             converted: list[dict[str, Any]] = []
             if fhir_item.get("text"):
-                heading = {"id": self.ids[link_id], "type": "display"}
+                heading: dict[str, Any] = {"id": self.ids[link_id], "type": "display"}
                 heading["text"] = self.localized(fhir_item, "text")
                 converted.append(heading | (conditions or {}))
             for child in children:
@@ -322,7 +322,9 @@ def _walk(items: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         yield from _walk(fhir_item.get("item") or [])
 
 
-def _combine(own: dict | None, inherited: dict) -> dict | bool:
+def _combine(
+    own: dict[str, Any] | None, inherited: dict[str, Any]
+) -> dict[str, Any] | Literal[False]:
     """AND a group's enable_when into a child's; False when one list cannot express both."""
     if own is None:
         return inherited
@@ -457,7 +459,10 @@ class _Exporter:
             data["extension"] = extensions
         data.update(self.enable_when(item))
         if item.help is not None:
-            help_item = {"linkId": self.unique(f"{item.id}-help"), "type": "display"}
+            help_item: dict[str, Any] = {
+                "linkId": self.unique(f"{item.id}-help"),
+                "type": "display",
+            }
             help_item.update(self.text("text", item.help))
             help_item["extension"] = [_item_control("help")]
             data["item"] = [help_item]
@@ -473,7 +478,7 @@ class _Exporter:
             extensions.append(_item_control("slider"))
             extensions.append({"url": SLIDER_STEP_URL, "valueInteger": item.step})
         if item.unit is not None:
-            coding = {"display": item.unit.get(self.lang)}
+            coding: dict[str, Any] = {"display": item.unit.get(self.lang)}
             coding["_display"] = {
                 "extension": [_translation(self.other, item.unit.get(self.other))]
             }

@@ -12,6 +12,7 @@ import base64
 import json
 import smtplib
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -74,7 +75,7 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def _instance_file(app: Flask, name: str, make: callable) -> bytes:
+def _instance_file(app: Flask, name: str, make: Callable[[], bytes]) -> bytes:
     path = Path(app.instance_path) / name
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -232,6 +233,7 @@ class EmailChannel(Channel):
         self.sender = config["PORTAL_MAIL_FROM"]
 
     def _connect(self) -> smtplib.SMTP:
+        server: smtplib.SMTP
         if self.security == "ssl":
             server = smtplib.SMTP_SSL(
                 self.host, self.port, timeout=self.timeout, context=ssl.create_default_context()

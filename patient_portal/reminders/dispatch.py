@@ -13,12 +13,15 @@ import os
 import secrets
 import socket
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any, cast
 
 import sqlalchemy as sa
-from flask import current_app
+from flask import Flask, current_app
 from flask_babel import gettext as _
+from werkzeug.local import LocalProxy
 
 from patient_portal import audit, clock
 from patient_portal.accounts.models import Participant
@@ -86,14 +89,16 @@ class Dispatcher:
 
     def __init__(
         self,
-        channels: dict[str, Channel] | None = None,
+        channels: Mapping[str, Channel] | None = None,
         name: str | None = None,
         batch_size: int = BATCH_SIZE,
     ):
         self.channels = (
             channels
             if channels is not None
-            else channels_module.build_channels(current_app._get_current_object())
+            else channels_module.build_channels(
+                cast("LocalProxy[Flask]", current_app)._get_current_object()
+            )
         )
         self.name = name or dispatcher_name()
         self.batch_size = batch_size
@@ -211,7 +216,8 @@ class Dispatcher:
         jobs = []
         composed: dict[tuple, Message] = {}
         for reminder, participant in rows:
-            job = _Job(reminder, participant, visits.get(reminder.visit_id))
+            visit = visits.get(reminder.visit_id) if reminder.visit_id is not None else None
+            job = _Job(reminder, participant, visit)
             jobs.append(job)
             zone = get_protocol().site(participant.site_code).zone
             quiet = preferences_of(participant, prefs.get(participant.id)).quiet
@@ -274,7 +280,7 @@ class Dispatcher:
         counts: dict[str, int] = defaultdict(int)
         for job in jobs:
             reminder = job.reminder
-            values = {"id": reminder.id, "updated_at": now, "claimed_by": None}
+            values: dict[str, Any] = {"id": reminder.id, "updated_at": now, "claimed_by": None}
             if job.quiet_until:
                 # Not an attempt: it waits for the end of quiet hours.
                 values.update(
@@ -329,11 +335,11 @@ class Dispatcher:
         for values in updates:
             row_id = values.pop("id")
             by_values[tuple(sorted(values.items()))].append(row_id)
-        for values, ids in by_values.items():
+        for pairs, ids in by_values.items():
             db.session.execute(
                 sa.update(Reminder)
                 .where(Reminder.id.in_(ids))
-                .values(dict(values))
+                .values(dict(pairs))
                 .execution_options(synchronize_session=False)
             )
         if attempts:
@@ -437,7 +443,7 @@ def send_test_reminder(participant: Participant, channel: str, dispatcher: Dispa
     audit.record("reminder.test_requested", "reminder", reminder_id, after={"channel": channel})
     db.session.commit()
     dispatcher.run_batch(ids=[reminder_id])
-    row = db.session.get(Reminder, reminder_id)
+    row = db.session.get_one(Reminder, reminder_id)
     if row.status == "sent":
         return Outcome("sent")
     return Outcome("retry" if row.status == "planned" else "failed", row.last_error)

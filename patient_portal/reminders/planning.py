@@ -70,12 +70,16 @@ def visit_day(visit: Visit, zone: ZoneInfo) -> date:
     return visit.scheduled_at.astimezone(zone).date() if visit.scheduled_at else visit.target_date
 
 
-def _moments(participant: Participant, zone: ZoneInfo) -> list[tuple]:
+# (kind, subject, due, event moment, visit_id, assignment_id)
+_Moment = tuple[str, str, datetime, datetime, int | None, int | None]
+
+
+def _moments(participant: Participant, zone: ZoneInfo) -> list[_Moment]:
     """(kind, subject, due, event moment, visit_id, assignment_id) before quiet hours and
     channels: what the visits and questionnaires call for."""
     config = current_app.config
     evening, morning = config["PORTAL_REMINDER_HOUR"], config["PORTAL_REMINDER_MORNING_HOUR"]
-    moments = []
+    moments: list[_Moment] = []
     visits = db.session.scalars(
         sa.select(Visit).where(Visit.participant_id == participant.id, Visit.status == "planned")
     )
@@ -164,16 +168,17 @@ def _insert_ignoring_duplicates(rows: list[dict]) -> None:
     if not rows:
         return
     dialect = db.session.get_bind().dialect.name
+    unique_key = ["participant_id", "kind", "subject", "channel"]
+    statement: sa.Insert
     if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        statement = postgresql_insert(Reminder).on_conflict_do_nothing(index_elements=unique_key)
     else:
-        from sqlalchemy.dialects.sqlite import insert
-    db.session.execute(
-        insert(Reminder).on_conflict_do_nothing(
-            index_elements=["participant_id", "kind", "subject", "channel"]
-        ),
-        rows,
-    )
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        statement = sqlite_insert(Reminder).on_conflict_do_nothing(index_elements=unique_key)
+    db.session.execute(statement, rows)
 
 
 def plan_reminders(

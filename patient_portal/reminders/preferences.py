@@ -65,7 +65,12 @@ def preferences_of(participant: Participant, row: ReminderPreference | None = No
         return Preferences({kind: CHANNELS for kind in KINDS}, DEFAULT_QUIET, False)
     stored = row.channels or {}
     chosen = {kind: tuple(c for c in CHANNELS if c in stored.get(kind, CHANNELS)) for kind in KINDS}
-    quiet = None if row.quiet_start is None else (row.quiet_start, row.quiet_end)
+    # The quiet_hours constraint keeps both hours NULL or both set.
+    quiet = (
+        None
+        if row.quiet_start is None or row.quiet_end is None
+        else (row.quiet_start, row.quiet_end)
+    )
     return Preferences(chosen, quiet, row.email_encrypted is not None)
 
 
@@ -177,7 +182,9 @@ def _check_subscription(data: object) -> tuple[str, str, str]:
         raise unusable
     endpoint, keys = data.get("endpoint"), data["keys"]
     p256dh, auth = keys.get("p256dh"), keys.get("auth")
-    if not all(isinstance(v, str) for v in (endpoint, p256dh, auth)) or len(endpoint) > 2000:
+    if not (isinstance(endpoint, str) and isinstance(p256dh, str) and isinstance(auth, str)):
+        raise unusable
+    if len(endpoint) > 2000:
         raise unusable
     parts = urlsplit(endpoint)
     local = parts.hostname in ("localhost", "127.0.0.1", "::1")

@@ -8,9 +8,11 @@ the JSON endpoints that static/js/reminders.js calls, `{"error": ...}`) and noth
 from __future__ import annotations
 
 from datetime import date, datetime, time
+from typing import cast
 
 from flask import (
     Blueprint,
+    Flask,
     abort,
     current_app,
     flash,
@@ -22,6 +24,7 @@ from flask import (
 )
 from flask_babel import gettext as _
 from flask_login import current_user
+from werkzeug.local import LocalProxy
 
 from patient_portal.accounts.auth import require
 from patient_portal.accounts.models import Participant
@@ -91,7 +94,9 @@ def _page(status: int = 200, errors: dict | None = None, form: dict | None = Non
         email=choices.email_of(participant),
         smtp=choices.smtp_configured(),
         subscriptions=choices.subscriptions_of(participant),
-        vapid_public_key=channels.vapid_public_key(current_app._get_current_object()),
+        vapid_public_key=channels.vapid_public_key(
+            cast("LocalProxy[Flask]", current_app)._get_current_object()
+        ),
         errors=errors or {},
         form=form,
         **extra,
