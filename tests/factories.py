@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import date
+from typing import cast
 
 import factory
 import pytest
@@ -68,7 +69,7 @@ def make_participant(app):
         if "site_code" in fields and "study_id" not in fields:
             count = db.session.query(Participant).filter_by(site_code=fields["site_code"]).count()
             fields["study_id"] = f"{fields['site_code']}-{count + 1:03d}"
-        return ParticipantFactory(**fields)
+        return cast(Participant, ParticipantFactory(**fields))
 
     return make
 

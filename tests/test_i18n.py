@@ -16,7 +16,9 @@ PO_FILE = (
 
 
 def _lang(response) -> str:
-    return re.search(r'<html lang="([^"]+)"', response.get_data(as_text=True)).group(1)
+    match = re.search(r'<html lang="([^"]+)"', response.get_data(as_text=True))
+    assert match, "the page names no language"
+    return match.group(1)
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,7 @@ def t(en: str) -> dict[str, str]:
 
 
 def base(items: list[dict], **extra: object) -> dict:
-    data = {
+    data: dict[str, Any] = {
         "id": "bad",
         "version": "1",
         "title": t("Test"),
@@ -36,8 +37,8 @@ def base(items: list[dict], **extra: object) -> dict:
     return data
 
 
-RATING = {"id": "pain", "type": "rating_0_10", "text": t("Pain")}
-CHOICE = {
+RATING: dict[str, Any] = {"id": "pain", "type": "rating_0_10", "text": t("Pain")}
+CHOICE: dict[str, Any] = {
     "id": "mood",
     "type": "single_choice",
     "text": t("Mood"),
@@ -152,7 +153,7 @@ def test_error_for_duplicate_instrument_id_names_both_files(tmp_path):
 
 
 def with_option_label(label: dict) -> dict:
-    item = copy.deepcopy(CHOICE)
+    item: dict[str, Any] = copy.deepcopy(CHOICE)
     item["options"][1]["label"] = label
     return item
 

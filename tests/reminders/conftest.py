@@ -17,6 +17,6 @@ def reminders_of(participant, **filters) -> list[Reminder]:
 
 
 def visit_of(participant, code: str) -> Visit:
-    return db.session.scalar(
+    return db.session.scalars(
         sa.select(Visit).where(Visit.participant_id == participant.id, Visit.code == code)
-    )
+    ).one()

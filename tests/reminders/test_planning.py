@@ -19,8 +19,8 @@ from patient_portal.schedule import services as schedule
 from tests.reminders.conftest import reminders_of, visit_of
 
 
-def _utc(*args) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def _utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 # (site, infusion day = day 0, expected UTC of: 7 days before 18:00, day before 18:00, 08:00 that day)

@@ -19,7 +19,7 @@ FORBIDDEN_WORDS = re.compile(
 )
 
 
-def _events(ics: bytes) -> dict[str, icalendar.Event]:
+def _events(ics: bytes) -> dict[str, icalendar.cal.Component]:
     calendar = icalendar.Calendar.from_ical(ics)
     return {str(event["uid"]): event for event in calendar.walk("VEVENT")}
 

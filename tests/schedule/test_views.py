@@ -30,7 +30,7 @@ def _text(response) -> str:
 
 
 def _audit_count() -> int:
-    return db.session.scalar(sa.select(sa.func.count(AuditEvent.id)))
+    return db.session.scalars(sa.select(sa.func.count(AuditEvent.id))).one()
 
 
 @pytest.fixture

@@ -48,13 +48,13 @@ def _submitted_answers(site: str) -> int:
     from patient_portal.accounts.models import Participant
     from patient_portal.questionnaires.models import Assignment
 
-    return db.session.scalar(
+    return db.session.scalars(
         sa.select(sa.func.count(Answer.id))
         .join(Assignment, Assignment.id == Answer.assignment_id)
         .join(Submission, Submission.assignment_id == Assignment.id)
         .join(Participant, Participant.id == Assignment.participant_id)
         .where(Participant.site_code == site, Answer.value.is_not(None))
-    )
+    ).one()
 
 
 def test_answers_csv_is_long_format_for_own_sites_and_audited(signed_in, two_sites):
