@@ -29,6 +29,8 @@ def test_every_html_response_carries_the_security_headers(client, path):
     assert "HX-Request" in response.headers["Vary"]
 
 
+# Its production app writes the visitor's session through an engine of its own.
+@pytest.mark.commits
 def test_hsts_only_in_production(app, make_app, monkeypatch):
     assert "Strict-Transport-Security" not in app.test_client().get("/").headers
     monkeypatch.setenv("PORTAL_ENV", "production")
