@@ -11,7 +11,6 @@ DATABASE_URL picks the engine (PostgreSQL in CI's second run); without it, an SQ
 
 from __future__ import annotations
 
-import copy
 import os
 import re
 from collections.abc import Iterator
@@ -164,24 +163,22 @@ def _state_restored(app: Flask) -> Iterator[None]:
     """The shared app's settings and registries as they were: tests change app.config, add to
     hook lists, and fill caches (dashboards) that must not answer the next test."""
     config = dict(app.config)
-    extensions = {
-        name: (value, copy.copy(value) if isinstance(value, dict | list) else None)
-        for name, value in app.extensions.items()
-    }
+    extensions = dict(app.extensions)
+    dicts = {name: dict(value) for name, value in extensions.items() if isinstance(value, dict)}
+    lists = {name: list(value) for name, value in extensions.items() if isinstance(value, list)}
     try:
         yield
     finally:
         app.config.clear()
         app.config.update(config)
         app.extensions.clear()
-        for name, (value, contents) in extensions.items():
-            # In place: other objects (WhiteNoise's manifest) hold the same dict or list.
-            if isinstance(value, dict):
-                value.clear()
-                value.update(contents)
-            elif isinstance(value, list):
-                value[:] = contents
-            app.extensions[name] = value
+        app.extensions.update(extensions)
+        # In place: other objects (WhiteNoise's manifest) hold the same dict or list.
+        for name, items in dicts.items():
+            extensions[name].clear()
+            extensions[name].update(items)
+        for name, elements in lists.items():
+            extensions[name][:] = elements
 
 
 @contextmanager
