@@ -27,14 +27,17 @@ $(BIN)/python:
 
 # Exactly the locked packages, each checked against its hash, then the portal itself without
 # resolving anything again. setuptools is locked too, hence no isolated build environment.
+# pip check stops a dependency added to pyproject.toml but not to the locks: run `make lock`.
 $(VENV)/.installed: $(LOCK) pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pip check
 	touch $@
 
 $(VENV)/.installed-test: $(TEST_LOCK) pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --require-hashes -r $(TEST_LOCK)
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pip check
 	touch $@ $(VENV)/.installed
 
 $(LOCK_TOOLS)/bin/pip-compile:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import importlib
+import shutil
+import sys
 
 import pytest
 import sqlalchemy as sa
+from whitenoise import compress
 
-from patient_portal import create_app
+from patient_portal import assets, create_app
 from patient_portal.config import ConfigError, load_settings
 from patient_portal.extensions import db
 
@@ -29,6 +32,8 @@ def test_every_html_response_carries_the_security_headers(client, path):
     assert "HX-Request" in response.headers["Vary"]
 
 
+# Its production app writes the visitor's session through an engine of its own.
+@pytest.mark.commits
 def test_hsts_only_in_production(app, make_app, monkeypatch):
     assert "Strict-Transport-Security" not in app.test_client().get("/").headers
     monkeypatch.setenv("PORTAL_ENV", "production")
@@ -131,17 +136,43 @@ def test_static_files_have_hashed_names_and_long_caching(client):
     response.close()
 
 
-def test_wsgi_module_only_builds_the_app():
-    source = (Path(__file__).resolve().parent.parent / "wsgi.py").read_text()
-    assert "app = create_app()" in source
+@pytest.fixture
+def wsgi_app(monkeypatch, database_url):
+    """wsgi.app as gunicorn imports it, configured by the environment (the tests' database)."""
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.delitem(sys.modules, "wsgi", raising=False)
+    app = importlib.import_module("wsgi").app
+    yield app
+    del sys.modules["wsgi"]
+    with app.app_context():
+        db.engine.dispose()
 
 
-def test_static_files_are_served_compressed_to_browsers_that_accept_it(client):
+def test_wsgi_module_serves_the_portal(wsgi_app):
+    response = wsgi_app.test_client().get("/healthz")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok", "database": "ok"}
+
+
+@pytest.fixture
+def compressed_client(make_app, settings, tmp_path, monkeypatch):
+    """A client of an app whose static files were compressed as `make` does, in a copy: the
+    test does not depend on a build step having run in the working tree."""
+    root = tmp_path / "static"
+    shutil.copytree(assets.STATIC_ROOT, root, ignore=shutil.ignore_patterns("*.gz", "*.br"))
+    compress.main(["--quiet", "--no-brotli", str(root)])
+    monkeypatch.setattr(assets, "STATIC_ROOT", root)
+    return make_app(settings).test_client()
+
+
+# Its app writes the visitor's session through its own engine, which only real commits share.
+@pytest.mark.commits
+def test_static_files_are_served_compressed_to_browsers_that_accept_it(app, compressed_client):
     import re
 
-    page = client.get("/").get_data(as_text=True)
+    page = compressed_client.get("/").get_data(as_text=True)
     css = re.search(r'href="(/static/css/portal\.[0-9a-f]{12}\.css)"', page).group(1)
-    response = client.get(css, headers={"Accept-Encoding": "gzip"})
+    response = compressed_client.get(css, headers={"Accept-Encoding": "gzip"})
     assert response.headers.get("Content-Encoding") == "gzip"
     assert "immutable" in response.headers["Cache-Control"]
     response.close()

@@ -33,6 +33,8 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "/e2e/" in str(item.fspath):
             item.add_marker(pytest.mark.e2e)
+            # The live server answers in threads of its own, on connections of its own.
+            item.add_marker(pytest.mark.commits)
 
 
 def free_port() -> int:

@@ -105,27 +105,21 @@ def test_worker_route_headers(client):
     assert again.status_code == 304
 
 
-def test_worker_caches_only_hashed_static_files_and_the_offline_pages(client):
+def test_worker_precaches_the_offline_pages_and_hashed_static_files_all_served(client):
+    """What the worker stores at install; cache.addAll() fails whole if one URL does not answer.
+    What it keeps afterwards (only these and hashed static files, nothing of a participant's
+    pages), its takeover and its cleaning of old caches are seen in Chromium: tests/e2e/test_pwa.py.
+    """
     source = client.get("/sw.js").get_data(as_text=True)
-    assert json.loads(worker_constant(source, "OFFLINE_PAGES")) == {
-        "fr": "/offline?lang=fr",
-        "en": "/offline?lang=en",
-    }
+    offline_pages = json.loads(worker_constant(source, "OFFLINE_PAGES"))
+    assert offline_pages == {"fr": "/offline?lang=fr", "en": "/offline?lang=en"}
+    for language, url in offline_pages.items():
+        response = client.get(url)
+        assert response.status_code == 200
+        assert f'<html lang="{language}">' in response.get_data(as_text=True)
     precache = json.loads(worker_constant(source, "PRECACHE"))
     assert precache and all(HASHED.match(url) for url in precache)
-    # Every cache write in the worker: one precache of those lists and one put after cacheFirst.
-    assert source.count("cache.put(") == 1 and source.count("cache.addAll(") == 1
-    assert 'credentials: "omit"' in source
-    assert 'if (request.method !== "GET")' in source
-    assert "HASHED_STATIC.test(url.pathname)" in source
-    assert "skipWaiting()" in source and "clients.claim()" in source
-    assert "caches.delete(name)" in source
-    # No inline code for the page's CSP to allow.
-    assert "importScripts" not in source and "eval(" not in source
-    # The reminder handlers (tested in tests/e2e/test_reminders.py) show and open, and keep
-    # nothing: no cache, no storage, no request of their own.
-    reminders = source[source.index('addEventListener("push"') :]
-    assert not re.search(r"caches|cache\.|indexedDB|localStorage|fetch\(", reminders)
+    assert all(static_status(client, url) == 200 for url in precache)
 
 
 def test_worker_pattern_recognises_only_content_hashed_static_urls(client):

@@ -105,6 +105,7 @@ def _answer(server: Server, cookie: str, assignment_id: int, item_id: str, value
     return fragment
 
 
+@pytest.mark.commits
 def test_acknowledged_answers_survive_a_killed_server(app, server, make_participant):
     participant = make_participant(language="en", day0=date.today() - timedelta(days=1))
     assignment = db.session.scalars(

@@ -244,6 +244,7 @@ def test_home_page_section_and_planning_on_first_visit(client, make_participant,
     assert weekly(participant).status == "planned"
 
 
+@pytest.mark.commits
 def test_every_acknowledged_answer_is_back_after_a_restart(
     participant_client, make_app, settings, sign_in
 ):

@@ -63,6 +63,7 @@ def _due_rows(participants, count: int, now: datetime) -> list[int]:
     return list(db.session.scalars(sa.select(Reminder.id).where(Reminder.kind == "test")))
 
 
+@pytest.mark.commits
 def test_four_dispatchers_in_parallel_send_each_reminder_exactly_once(app, make_participant):
     postgres = db.engine.dialect.name == "postgresql"
     participants = [make_participant(day0=None) for _ in range(8)]

@@ -226,6 +226,7 @@ def test_tally_command_reports_a_disagreement_and_repairs_it(app, in_year):
     _assert_tally_matches_recount()
 
 
+@pytest.mark.commits
 def test_tally_is_filled_for_assignments_written_before_the_migration(app, make_participant):
     """The migration counts what is already there: downgrade, write, upgrade again."""
     from flask_migrate import downgrade, upgrade
@@ -246,6 +247,7 @@ def test_tally_is_filled_for_assignments_written_before_the_migration(app, make_
     assert db.session.get(Participant, person.id) is not None
 
 
+@pytest.mark.commits
 def test_concurrent_submissions_on_the_same_tally_rows_lose_no_count(app, make_participant):
     """Participants who started the same day share tally rows; four writers completing their
     questionnaires at once, each in its own transactions, must leave a tally equal to a recount."""
