@@ -165,3 +165,9 @@ def test_the_worker_shows_a_push_and_a_tap_opens_its_page(live_server, new_phone
         },
     )
     assert shown_notifications(page)[0]["url"] == "/home"
+    # Showing and opening reminders kept nothing on the phone: no database, no stored text.
+    assert worker.evaluate("async () => (await indexedDB.databases()).length") == 0
+    assert page.evaluate("async () => (await indexedDB.databases()).length") == 0
+    local, session = page.evaluate("() => [{...localStorage}, {...sessionStorage}]")
+    # htmx keeps the current path for its history handling; paths carry no health data.
+    assert local == {} and set(session) <= {"htmx-current-path-for-history"}

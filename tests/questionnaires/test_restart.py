@@ -69,6 +69,7 @@ class Server:
 
     def kill(self) -> None:
         """SIGKILL to master and worker: no request finishes, no teardown runs."""
+        assert self.process is not None, "the portal was never started"
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=10)
 
@@ -94,10 +95,12 @@ def _answer(server: Server, cookie: str, assignment_id: int, item_id: str, value
     path = f"/questionnaires/{assignment_id}/items/{item_id}"
     status, page = server.request("GET", path, {"Cookie": cookie})
     assert status == 200
+    token = CSRF.search(page)
+    assert token, "the question's page carries no CSRF token"
     headers = {
         "Cookie": cookie,
         "HX-Request": "true",
-        "X-CSRFToken": CSRF.search(page).group(1),
+        "X-CSRFToken": token.group(1),
         "Content-Type": "application/x-www-form-urlencoded",
     }
     status, fragment = server.request("POST", path, headers, f"value={value}")

@@ -275,7 +275,7 @@ def test_concurrent_submissions_on_the_same_tally_rows_lose_no_count(app, make_p
             with app.app_context():
                 start.wait()
                 for assignment_id in ids:
-                    db.session.get(Assignment, assignment_id).status = "completed"
+                    db.session.get_one(Assignment, assignment_id).status = "completed"
                     db.session.commit()
                 db.session.remove()
         except BaseException as error:
