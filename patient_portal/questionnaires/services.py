@@ -496,13 +496,15 @@ def acknowledge_alert(alert: Alert, staff: StaffUser, note: str | None) -> bool:
     return True
 
 
-def submissions_of(participant: Participant) -> list[Assignment]:
-    """The participant's completed assignments, most recent submission first (staff view)."""
-    return list(
-        db.session.scalars(
-            sa.select(Assignment)
-            .join(Submission, Submission.assignment_id == Assignment.id)
-            .where(Assignment.participant_id == participant.id)
-            .order_by(Submission.submitted_at.desc(), Assignment.id.desc())
-        )
+def submissions_of(participant: Participant, with_answers: bool = False) -> list[Assignment]:
+    """The participant's completed assignments, most recent submission first (staff views);
+    `with_answers` loads every answer too, in one more statement, for pages that show them."""
+    query = (
+        sa.select(Assignment)
+        .join(Submission, Submission.assignment_id == Assignment.id)
+        .where(Assignment.participant_id == participant.id)
+        .order_by(Submission.submitted_at.desc(), Assignment.id.desc())
     )
+    if with_answers:
+        query = query.options(selectinload(Assignment.answers))
+    return list(db.session.scalars(query))

@@ -11,7 +11,7 @@ from patient_portal import clock
 from patient_portal.accounts.models import Participant
 from patient_portal.audit import AuditEvent
 from patient_portal.extensions import db
-from patient_portal.questionnaires.models import Alert, Assignment, Submission
+from patient_portal.questionnaires.models import Alert, Assignment
 from patient_portal.questionnaires.states import state_expression, visit_key_expression
 from patient_portal.schedule.models import Visit
 
@@ -28,19 +28,6 @@ def participant_assignments(participant: Participant, now: datetime | None = Non
         .order_by(Assignment.opens_at, Assignment.id)
     ).all()
     return [{"assignment": a, "visit": v, "state": s} for a, v, s in rows]
-
-
-def submitted_answers(participant: Participant) -> list[Assignment]:
-    """Submitted questionnaires with their answers, most recent first."""
-    return list(
-        db.session.scalars(
-            sa.select(Assignment)
-            .join(Submission, Submission.assignment_id == Assignment.id)
-            .where(Assignment.participant_id == participant.id)
-            .order_by(Submission.submitted_at.desc(), Assignment.id.desc())
-            .options(sa.orm.selectinload(Assignment.answers))
-        )
-    )
 
 
 def participant_alerts(participant: Participant) -> list[Alert]:

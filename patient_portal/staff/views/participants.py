@@ -22,7 +22,7 @@ from patient_portal.errors import PortalError
 from patient_portal.extensions import db, limiter
 from patient_portal.i18n import LANGUAGES, current_language
 from patient_portal.questionnaires.loader import get_instruments
-from patient_portal.questionnaires.services import answers_of
+from patient_portal.questionnaires.services import answers_of, submissions_of
 from patient_portal.questionnaires.views import display_value
 from patient_portal.staff import record
 from patient_portal.staff.views.blueprints import staff
@@ -104,7 +104,7 @@ def participant_page(person: Participant, error: PortalError | None = None):
         participant=person,
         sessions=services.live_sessions(person),
         assignments=record.participant_assignments(person),
-        submitted=record.submitted_answers(person),
+        submitted=submissions_of(person, with_answers=True),
         alerts=record.participant_alerts(person),
         history=record.participant_audit_history(person),
         answer_rows=_answer_rows,
