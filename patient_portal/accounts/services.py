@@ -312,7 +312,7 @@ def revoke_enrolment_links(owner: Owner) -> int:
 
 
 def usable_enrolment_token(raw_token: str) -> EnrolmentToken:
-    """The token behind a link, or an PortalError saying plainly why it cannot be used."""
+    """The token behind a link, or a PortalError saying plainly why it cannot be used."""
     if not raw_token or len(raw_token) > 100:
         raise PortalError(
             _("This link is not valid. Please ask your study coordinator for a new link."), 404
@@ -335,8 +335,7 @@ def usable_enrolment_token(raw_token: str) -> EnrolmentToken:
         raise PortalError(
             _("This link has expired. Please ask your study coordinator for a new link."), 410
         )
-    owner = token.owner
-    if owner is None or not owner.is_active:
+    if not token.owner.is_active:
         raise PortalError(
             _("This link is not valid. Please ask your study coordinator for a new link."), 404
         )
@@ -556,7 +555,7 @@ def finish_authentication(ceremony_key: str | None, credential_json: str) -> Sig
         return _failed_sign_in(passkey, reason)
     except (WebAuthnException, InvalidJSONStructure, ValueError, KeyError, TypeError) as error:
         return _failed_sign_in(passkey, f"verification failed: {type(error).__name__}")
-    if owner is None or not owner.is_active:
+    if not owner.is_active:
         return _failed_sign_in(passkey, "account not active")
     passkey.sign_count = verified.new_sign_count
     passkey.backed_up = verified.credential_backed_up
