@@ -29,7 +29,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
 
 def _init_extensions(app: Flask) -> None:
-    from patient_portal import assets, audit, demo, errors, i18n, security, views
+    from patient_portal import assets, audit, demo, errors, i18n, origin, security, views
     from patient_portal.accounts import auth
     from patient_portal.accounts import cli as accounts_cli
     from patient_portal.accounts import views as accounts_views
@@ -54,6 +54,7 @@ def _init_extensions(app: Flask) -> None:
             sa.event.listen(db.engine, "connect", set_sqlite_pragmas)
     migrate.init_app(app, db, directory=str(Path(app.root_path).parent / "migrations"))
     csrf.init_app(app)
+    origin.init_app(app)
     limiter.init_app(app)
     htmx.init_app(app)
     i18n.init_app(app)

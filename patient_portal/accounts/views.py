@@ -27,6 +27,7 @@ from patient_portal.errors import PortalError, rolled_back
 from patient_portal.extensions import db, limiter
 from patient_portal.i18n import LANGUAGE_COOKIE
 from patient_portal.security import current_session_record, end_session, start_authenticated_session
+from patient_portal.views import local_path
 
 bp = Blueprint("accounts", __name__)
 
@@ -129,9 +130,10 @@ def enrol_verify(token: str):
 
 @bp.get("/sign-in")
 def sign_in():
+    after = local_path(request.args.get("next"), "")
     if current_user.is_authenticated:
-        return redirect(home_for(current_user))
-    return render_template("accounts/sign_in.html")
+        return redirect(after or home_for(current_user))
+    return render_template("accounts/sign_in.html", after=after or None)
 
 
 @bp.post("/sign-in/options")
@@ -153,7 +155,9 @@ def sign_in_verify():
         return jsonify(error=services.SignInFailed().message), 400
     start_authenticated_session(session, attempt.owner)
     db.session.commit()
-    return jsonify(redirect=home_for(attempt.owner))
+    # The page the person was on before being asked to sign in (a reminder's questionnaire):
+    # a path on this site only, never another site.
+    return jsonify(redirect=local_path(request.args.get("next"), home_for(attempt.owner)))
 
 
 @bp.get("/sign-out")
