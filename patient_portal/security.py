@@ -49,6 +49,9 @@ CONTENT_SECURITY_POLICY = "; ".join(
     ]
 )
 
+# Two years, the subdomains too: the portal is only ever served over HTTPS (ASVS 3.4.1).
+STRICT_TRANSPORT_SECURITY = "max-age=63072000; includeSubDomains"
+
 # (idle, absolute) lifetimes by kind of owner, from DESIGN §2.
 SESSION_LIMITS: dict[str, tuple[timedelta, timedelta]] = {
     "staff": (timedelta(minutes=30), timedelta(hours=12)),
@@ -104,7 +107,7 @@ def _anonymous_data(app: Flask, value: str) -> dict:
     """The signed cookie's data, if it is ours, recent and holds only what it may."""
     _, absolute = SESSION_LIMITS["anonymous"]
     try:
-        data = _anonymous_serializer(app).loads(value, max_age=absolute.total_seconds())
+        data = _anonymous_serializer(app).loads(value, max_age=int(absolute.total_seconds()))
     except BadSignature:
         return {}
     if not isinstance(data, dict) or not set(data) <= ANONYMOUS_KEYS:
@@ -137,7 +140,15 @@ class ServerSessionInterface(SessionInterface):
         name = self.get_cookie_name(app)
         response.vary.add("Cookie")
         if session.ended:
-            response.delete_cookie(name, path="/", domain=self.get_cookie_domain(app))
+            # With the attributes it was set with: a Secure cookie is only replaced by another.
+            response.delete_cookie(
+                name,
+                path="/",
+                domain=self.get_cookie_domain(app),
+                secure=self.get_cookie_secure(app),
+                httponly=True,
+                samesite=self.get_cookie_samesite(app),
+            )
             return
         now = clock.now()
         # Its own short transaction: the request's unit of work has committed or rolled back
@@ -297,5 +308,5 @@ def init_app(app: Flask) -> None:
 
         @app.after_request
         def strict_transport(response: Response) -> Response:
-            response.headers["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains"
+            response.headers["Strict-Transport-Security"] = STRICT_TRANSPORT_SECURITY
             return response
