@@ -26,11 +26,13 @@ import ssl
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from flask import Flask
 from cryptography import x509
 from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import hashes, serialization
@@ -487,33 +489,48 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         admin.dispose()
 
 
-@pytest.fixture
-def participant_session(deployment: Deployment) -> Iterator[str]:
-    """A participant of JGH with a live session on the deployed database; the cookie's token.
-
-    Set up from the test's side (as a coordinator's desk and a sign-in would leave it), so the
-    test can aim at what it checks."""
+@contextmanager
+def portal_on(database_url: str, deployment: Deployment) -> Iterator[Flask]:
+    """The portal's code in this process, on one of the deployment's databases (for set-up and
+    for reading what a restored database serves)."""
     from patient_portal import create_app
-    from patient_portal.accounts import services
     from patient_portal.extensions import db
-    from tests.factories import open_session_for
 
     app = create_app(
         {
-            "SQLALCHEMY_DATABASE_URI": sa.make_url(deployment.owner_env["DATABASE_URL"])
+            "SQLALCHEMY_DATABASE_URI": sa.make_url(database_url)
             .set(drivername="postgresql+psycopg")
             .render_as_string(hide_password=False),
             "SECRET_KEY": deployment.env["SECRET_KEY"],
+            "PORTAL_AUDIT_KEY": deployment.env["PORTAL_AUDIT_KEY"],
+            "PORTAL_AUDIT_CHECKPOINT_FILE": deployment.env["PORTAL_AUDIT_CHECKPOINT_FILE"],
             "PORTAL_ORIGIN": deployment.origin,
             "PORTAL_RP_ID": HOST,
             "RATELIMIT_STORAGE_URI": "memory://",
         }
     )
     with app.app_context():
+        try:
+            yield app
+        finally:
+            db.session.remove()
+            db.engine.dispose()
+
+
+@pytest.fixture
+def participant_session(deployment: Deployment) -> Iterator[str]:
+    """A participant of JGH with a live session on the deployed database; the cookie's token.
+
+    Set up from the test's side (as a coordinator's desk and a sign-in would leave it), so the
+    test can aim at what it checks."""
+    from patient_portal.accounts import services
+    from patient_portal.extensions import db
+    from tests.factories import open_session_for
+
+    with portal_on(deployment.owner_env["DATABASE_URL"], deployment):
         coordinator, _ = services.create_staff(
             f"desk-{secrets.token_hex(4)}@jgh.example", "Desk", "coordinator", ["JGH"], None
         )
         participant, _ = services.enrol_participant("JGH", "en", None, coordinator)
         db.session.commit()
         yield open_session_for(participant)
-        db.engine.dispose()
