@@ -67,7 +67,9 @@ def _run(*command: str, env: dict[str, str]) -> str:
     return done.stdout
 
 
-def test_a_backup_restores_into_a_verified_portal(deployment: Deployment, restored_database, tmp_path):
+def test_a_backup_restores_into_a_verified_portal(
+    deployment: Deployment, restored_database, tmp_path
+):
     study_id, coordinator_email = _answered_participant(deployment)
     # The hourly checkpoint (care-ssc-hourly.timer), then the nightly backup.
     _run(str(ROOT / ".venv/bin/flask"), "audit", "checkpoint", env=deployment.owner_env)
