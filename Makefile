@@ -109,6 +109,8 @@ lint: $(VENV)/.installed-test
 	$(BIN)/mypy
 
 bench: $(VENV)/.installed-test node_modules/.dev-installed $(VENDOR) translations/fr/LC_MESSAGES/messages.mo
+	@# wrk, an event-loop load client in C that leaves the cores to the servers it measures.
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null; }
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.reminders
 	$(BIN)/python -m bench.dashboard --sizes $(BENCH_DASHBOARD_SIZES)
