@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from flask import Flask
 
 from patient_portal.config import ConfigError, load_settings
-from patient_portal.db import set_sqlite_pragmas
+from patient_portal.db import ping_connections_idle_for, set_sqlite_pragmas
 from patient_portal.protocol.services import ProtocolError
 
 
@@ -52,6 +52,8 @@ def _init_extensions(app: Flask) -> None:
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
             sa.event.listen(db.engine, "connect", set_sqlite_pragmas)
+        else:
+            ping_connections_idle_for(db.engine, app.config["PORTAL_DB_PING_AFTER"])
     migrate.init_app(app, db, directory=str(Path(app.root_path).parent / "migrations"))
     csrf.init_app(app)
     origin.init_app(app)

@@ -167,7 +167,13 @@ def load_settings(instance_path: Path, environ: dict[str, str] | None = None) ->
         "PORTAL_ENV": portal_env,
         "SECRET_KEY": secret_key,
         "SQLALCHEMY_DATABASE_URI": database_url,
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        # No ping at every checkout (a round trip per request): connections idle for longer
+        # than PORTAL_DB_PING_AFTER seconds are pinged instead (patient_portal.db), and none is
+        # kept past an hour, under any server-side idle timeout.
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_recycle": 3600},
+        "PORTAL_DB_PING_AFTER": _positive_int(
+            env.get("PORTAL_DB_PING_AFTER", "10"), "PORTAL_DB_PING_AFTER"
+        ),
         "PORTAL_ORIGIN": origin,
         # How many proxies in front of the app set X-Forwarded-For/-Proto/-Host: their values are
         # trusted that many hops deep and no further (patient_portal.origin).
