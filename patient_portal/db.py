@@ -3,6 +3,7 @@ connection pool's checks."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import UTC, datetime
 
@@ -80,7 +81,5 @@ def ping_connections_idle_for(engine: sa.Engine, seconds: float) -> None:
         except Exception as error:
             raise sa.exc.DisconnectionError() from error
         finally:
-            try:
+            with contextlib.suppress(Exception):  # a dead connection may refuse even that
                 cursor.close()
-            except Exception:  # a dead connection may refuse even that
-                pass
