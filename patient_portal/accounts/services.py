@@ -88,8 +88,9 @@ def next_study_id(site_code: str) -> str:
 
     Two coordinators enrolling at one site at once each get their own number: the site's counter
     row is incremented by one UPDATE, which PostgreSQL's row lock and SQLite's write lock
-    serialise, and the loser reads the winner's number. The counter never goes below the highest
-    study ID already given (participants created by the demo, or before the counter existed).
+    serialise, so the second increments the number the first committed. The counter never goes
+    below the highest study ID already given (the demo's participants, or those enrolled before
+    the counter existed).
     """
     prefix = get_protocol().site(site_code).study_id_prefix
     existing = db.session.scalars(

@@ -27,7 +27,7 @@ from patient_portal.accounts import services
 from patient_portal.accounts.auth import require
 from patient_portal.errors import PortalError, rolled_back
 from patient_portal.extensions import db, limiter
-from patient_portal.i18n import LANGUAGE_COOKIE
+from patient_portal.i18n import LANGUAGE_COOKIE, format_date, format_time, viewer_locale_and_zone
 from patient_portal.security import current_session_record, end_session, start_authenticated_session
 
 bp = Blueprint("accounts", __name__)
@@ -281,4 +281,13 @@ def new_device_banner(participant, now: datetime) -> dict | None:
     passkeys = services.new_device_notices(participant)
     if not passkeys:
         return None
-    return {"passkeys": passkeys}
+    locale, zone = viewer_locale_and_zone()
+    return {
+        "added": [
+            (
+                format_date(p.created_at, locale, zone, "long"),
+                format_time(p.created_at, locale, zone),
+            )
+            for p in passkeys
+        ]
+    }
