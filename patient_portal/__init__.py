@@ -86,6 +86,7 @@ def _connect_features(app: Flask) -> None:
     are made; docs/architecture.md has the same table.
     """
     from patient_portal import planning, signals
+    from patient_portal.accounts import views as accounts_views
     from patient_portal.questionnaires import services as questionnaires_services
     from patient_portal.questionnaires import views as questionnaires_views
     from patient_portal.reminders import planning as reminders_planning
@@ -96,7 +97,9 @@ def _connect_features(app: Flask) -> None:
     signals.participant_withdrawn.connect(questionnaires_services.close_for_withdrawal, weak=False)
     signals.participant_withdrawn.connect(reminders_planning.cancel_reminders_for, weak=False)
     signals.reminder_preferences_changed.connect(reminders_planning.plan_reminders, weak=False)
+    signals.replacement_passkey_added.connect(reminders_planning.notify_new_device, weak=False)
     app.extensions["home_sections"] = [
+        HomeSection("accounts/_new_device_banner.html", accounts_views.new_device_banner),
         HomeSection("questionnaires/_home_section.html", questionnaires_views.home_section),
         HomeSection("reminders/_home_banner.html", reminders_views.home_banner),
     ]

@@ -50,6 +50,9 @@ RETRY_CAP = timedelta(hours=1)
 # A row left "sending" this long belongs to a dispatcher that stopped mid-way.
 STALE_CLAIM = timedelta(minutes=15)
 BATCH_SIZE = 200
+# Sent whatever the hour: a test is asked for now, and a new device added to the account may be
+# someone else's (an e-mail at night wakes nobody, and the participant can act sooner).
+UNQUIET_KINDS = ("test", "new_device")
 
 
 def dispatcher_name() -> str:
@@ -242,7 +245,7 @@ class Dispatcher:
                 job.decision, job.detail = "cancelled", "no longer needed"
             elif now >= reminder.expires_at:
                 job.decision, job.detail = "skipped", "its moment has passed"
-            elif reminder.kind != "test" and in_quiet_hours(now, zone, quiet):
+            elif reminder.kind not in UNQUIET_KINDS and in_quiet_hours(now, zone, quiet):
                 later = out_of_quiet_hours(now, zone, quiet, reminder.expires_at)
                 if now < later < reminder.expires_at:
                     job.quiet_until = later

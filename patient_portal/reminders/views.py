@@ -49,6 +49,7 @@ def kind_label(kind: str) -> str:
         "visit": _("Other study visits"),
         "questionnaire": _("Questionnaires"),
         "test": _("Test"),
+        "new_device": _("New device added"),
     }[kind]
 
 
