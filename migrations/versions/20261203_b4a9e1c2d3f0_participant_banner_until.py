@@ -1,7 +1,7 @@
 """participant: banner_until, the latest moment an in-app reminder may still show on home
 
 Revision ID: b4a9e1c2d3f0
-Revises: 7b2e4c6d8f10
+Revises: c4f1a9e2d7b3
 Create Date: 2026-12-03 09:00:00
 
 """
@@ -12,7 +12,7 @@ from alembic import op
 import patient_portal.db
 
 revision = "b4a9e1c2d3f0"
-down_revision = "7b2e4c6d8f10"
+down_revision = "c4f1a9e2d7b3"
 branch_labels = None
 depends_on = None
 
