@@ -17,9 +17,10 @@ branch_labels = None
 depends_on = None
 
 
+# Plain ALTER TABLE on both engines (SQLite has ADD and DROP COLUMN since 3.35): a batch copy of
+# `participant` would have to drop a table every other table points at.
 def upgrade():
-    with op.batch_alter_table("participant") as batch:
-        batch.add_column(sa.Column("banner_until", patient_portal.db.UTCDateTime(), nullable=True))
+    op.add_column("participant", sa.Column("banner_until", patient_portal.db.UTCDateTime()))
     # In-app reminders already delivered keep showing until they expire.
     op.execute(
         "UPDATE participant SET banner_until = (SELECT MAX(reminder.expires_at) FROM reminder"
@@ -29,5 +30,4 @@ def upgrade():
 
 
 def downgrade():
-    with op.batch_alter_table("participant") as batch:
-        batch.drop_column("banner_until")
+    op.drop_column("participant", "banner_until")
