@@ -133,6 +133,17 @@ def load_settings(instance_path: Path, environ: dict[str, str] | None = None) ->
     if not secret_key:
         secret_key = _instance_file_secret(instance_path, "secret_key")
 
+    audit_key = env.get("PORTAL_AUDIT_KEY", "")
+    if production and len(audit_key) < 32:
+        raise ConfigError(
+            "PORTAL_AUDIT_KEY must be set to at least 32 random characters in production"
+        )
+    if not audit_key:
+        audit_key = _instance_file_secret(instance_path, "audit_key")
+    checkpoint_file = env.get("PORTAL_AUDIT_CHECKPOINT_FILE") or str(
+        instance_path / "audit-checkpoints.jsonl"
+    )
+
     database_url = env.get("DATABASE_URL") or f"sqlite:///{instance_path / 'portal.sqlite3'}"
     if database_url.startswith("postgres://"):
         database_url = "postgresql+psycopg://" + database_url.removeprefix("postgres://")
@@ -166,6 +177,10 @@ def load_settings(instance_path: Path, environ: dict[str, str] | None = None) ->
     return {
         "PORTAL_ENV": portal_env,
         "SECRET_KEY": secret_key,
+        # The audit chains' key: never in the database, so whoever edits the database cannot
+        # re-chain what they changed (docs/audit.md).
+        "PORTAL_AUDIT_KEY": audit_key,
+        "PORTAL_AUDIT_CHECKPOINT_FILE": checkpoint_file,
         "SQLALCHEMY_DATABASE_URI": database_url,
         # No ping at every checkout (a round trip per request): connections idle for longer
         # than PORTAL_DB_PING_AFTER seconds are pinged instead (patient_portal.db), and none is
