@@ -10,7 +10,7 @@ from datetime import date, datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from patient_portal import clock
+from patient_portal import audit, clock
 from patient_portal.db import UTCDateTime
 from patient_portal.extensions import db
 
@@ -105,6 +105,11 @@ class Participant(db.Model):
     def audit_name(self) -> str:
         return f"participant:{self.study_id}"
 
+    @property
+    def audit_stream(self) -> str:
+        """The audit chain of everything about this participant, whoever acts."""
+        return audit.participant_stream(self.study_id)
+
 
 class StaffUser(db.Model):
     __tablename__ = "staff_user"
@@ -155,6 +160,10 @@ class StaffUser(db.Model):
     @property
     def audit_name(self) -> str:
         return f"staff:{self.email}"
+
+    @property
+    def audit_stream(self) -> str:
+        return audit.STAFF_STREAM
 
 
 class StaffSite(db.Model):

@@ -139,6 +139,7 @@ def enrol_participant(
         "participant",
         participant.study_id,
         after={"site": site_code, "language": language, "day0": day0},
+        stream=participant.audit_stream,
     )
     signals.participant_changed.send(participant)
     return participant, issue_enrolment_link(participant, issued_by)
@@ -261,6 +262,7 @@ def withdraw_participant(participant: Participant, staff: StaffUser, reason: str
         after={"status": "withdrawn", **counts},
         reason=reason,
         actor=staff.audit_name,
+        stream=participant.audit_stream,
     )
     return counts.get("questionnaires_closed", 0)
 
@@ -331,6 +333,7 @@ def issue_enrolment_link(
                 passkey.id,
                 before={"owner": owner.audit_name},
                 reason="revoked with a new enrolment link",
+                stream=owner.audit_stream,
             )
     raw = secrets.token_urlsafe(TOKEN_BYTES)
     token = EnrolmentToken(
@@ -355,6 +358,7 @@ def issue_enrolment_link(
             "replacement": replacement is not None,
         },
         reason=": ".join(part for part in replacement if part) if replacement else None,
+        stream=owner.audit_stream,
     )
     return raw
 
@@ -392,7 +396,11 @@ def revoke_enrolment_links(owner: Owner) -> int:
     for token in tokens:
         token.revoked_at = now
         audit.record(
-            "enrolment.revoked", "enrolment_token", token.id, after={"owner": owner.audit_name}
+            "enrolment.revoked",
+            "enrolment_token",
+            token.id,
+            after={"owner": owner.audit_name},
+            stream=owner.audit_stream,
         )
     db.session.flush()
     return len(tokens)
@@ -570,7 +578,11 @@ def finish_registration(
     db.session.add(passkey)
     if token is not None:
         audit.record(
-            "enrolment.used", "enrolment_token", token.id, after={"owner": owner.audit_name}
+            "enrolment.used",
+            "enrolment_token",
+            token.id,
+            after={"owner": owner.audit_name},
+            stream=owner.audit_stream,
         )
     if owner.kind == "participant" and owner.status == "enrolled":
         owner.status = "active"
@@ -586,6 +598,7 @@ def finish_registration(
             "backed_up": passkey.backed_up,
             "replacement_link": passkey.from_replacement_link,
         },
+        stream=owner.audit_stream,
     )
     if owner.kind == "participant" and passkey.from_replacement_link:
         show_until = passkey.created_at + NEW_DEVICE_NOTICE_FOR
@@ -690,6 +703,7 @@ def finish_authentication(ceremony_key: str | None, credential_json: str) -> Sig
         passkey.id,
         after={"owner": owner.audit_name},
         actor=owner.audit_name,
+        stream=owner.audit_stream,
     )
     return SignInAttempt(owner, None)
 
@@ -703,6 +717,7 @@ def _failed_sign_in(passkey: PasskeyCredential | None, reason: str) -> SignInAtt
         after={"owner": owner.audit_name if owner else None},
         reason=reason,
         actor="anonymous",
+        stream=owner.audit_stream if owner else audit.STAFF_STREAM,
     )
     return SignInAttempt(None, reason)
 
@@ -736,6 +751,7 @@ def rename_passkey(owner: Owner, passkey_id: int, nickname: str) -> PasskeyCrede
         passkey.id,
         before={"nickname": before},
         after={"nickname": nickname},
+        stream=owner.audit_stream,
     )
     return passkey
 
@@ -782,6 +798,7 @@ def remove_passkey(owner: Owner, passkey_id: int) -> None:
         "passkey",
         passkey_id,
         before={"owner": owner.audit_name, "nickname": nickname},
+        stream=owner.audit_stream,
     )
 
 
@@ -824,6 +841,7 @@ def dismiss_new_device_notices(participant: Participant) -> int:
             "participant",
             participant.study_id,
             after={"passkeys": [p.id for p in passkeys]},
+            stream=participant.audit_stream,
         )
     return len(passkeys)
 
@@ -850,7 +868,13 @@ def end_session_by_id(owner: Owner, session_id: str) -> None:
         raise PortalError(_("This session does not exist or has already ended."), 404)
     record.revoked_at = clock.now()
     db.session.flush()
-    audit.record("session.revoked", "session", session_id[:12], after={"owner": owner.audit_name})
+    audit.record(
+        "session.revoked",
+        "session",
+        session_id[:12],
+        after={"owner": owner.audit_name},
+        stream=owner.audit_stream,
+    )
 
 
 def end_all_sessions(owner: Owner, reason: str) -> int:
@@ -871,5 +895,6 @@ def end_all_sessions(owner: Owner, reason: str) -> int:
             owner.audit_name,
             after={"count": ended},
             reason=reason,
+            stream=owner.audit_stream,
         )
     return ended

@@ -221,6 +221,7 @@ def plan_assignments(participant: Participant, actor: str | None = None) -> int:
                 ],
             },
             actor=actor,
+            stream=participant.audit_stream,
         )
     return created + len(changed)
 
@@ -377,6 +378,7 @@ def save_answer(assignment: Assignment, item_id: str, raw_value: object, actor: 
         after={"item": item_id, "value": _stored(value)},
         reason=reason,
         actor=actor.audit_name,
+        stream=assignment.participant.audit_stream,
     )
     return value
 
@@ -450,6 +452,7 @@ def submit(assignment: Assignment, actor: Actor, language: str) -> tuple[Submiss
         },
         reason=reason,
         actor=actor.audit_name,
+        stream=assignment.participant.audit_stream,
     )
     return submission, True
 
@@ -493,6 +496,7 @@ def acknowledge_alert(alert: Alert, staff: StaffUser, note: str | None) -> bool:
         before={"acknowledged_at": None},
         after={"acknowledged_at": alert.acknowledged_at, "note": note},
         actor=staff.audit_name,
+        stream=alert.participant.audit_stream,
     )
     return True
 

@@ -400,6 +400,7 @@ class Dispatcher:
                 sub_id,
                 before={"participant": owners[sub_id].id} if sub_id in owners else None,
                 actor="system:reminders",
+                stream=owners[sub_id].audit_stream if sub_id in owners else None,
             )
         db.session.flush()
         for participant in {p.id: p for p in owners.values()}.values():
@@ -469,7 +470,13 @@ def send_test_reminder(participant: Participant, channel: str, dispatcher: Dispa
     db.session.add(reminder)
     db.session.flush()
     reminder_id = reminder.id
-    audit.record("reminder.test_requested", "reminder", reminder_id, after={"channel": channel})
+    audit.record(
+        "reminder.test_requested",
+        "reminder",
+        reminder_id,
+        after={"channel": channel},
+        stream=participant.audit_stream,
+    )
     db.session.commit()
     dispatcher.run_batch(ids=[reminder_id])
     row = db.session.get_one(Reminder, reminder_id)

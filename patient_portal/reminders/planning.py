@@ -272,6 +272,7 @@ def plan_reminders(
         },
         actor=actor,
         reason=reason,
+        stream=participant.audit_stream,
     )
     return len(created) + len(moved) + len(cancelled) + len(revived)
 
@@ -297,6 +298,7 @@ def cancel_reminders_for(participant: Participant, reason: str | None = None) ->
         participant.id,
         after={"cancelled": len(rows)},
         reason=reason,
+        stream=participant.audit_stream,
     )
     return len(rows)
 

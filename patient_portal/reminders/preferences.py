@@ -129,7 +129,12 @@ def save_preferences(
     row.updated_at = clock.now()
     db.session.flush()
     audit.record(
-        "reminder_preferences.changed", "participant", participant.id, before=before, after=after
+        "reminder_preferences.changed",
+        "participant",
+        participant.id,
+        before=before,
+        after=after,
+        stream=participant.audit_stream,
     )
     signals.reminder_preferences_changed.send(participant)
     return True
@@ -164,6 +169,7 @@ def set_email(participant: Participant, address: str | None) -> bool:
         participant.id,
         before={"email": "set" if had else None},
         after={"email": "set" if address else None},
+        stream=participant.audit_stream,
     )
     signals.reminder_preferences_changed.send(participant)
     return True
@@ -248,6 +254,7 @@ def add_subscription(
         "push_subscription",
         subscription.id,
         after={"participant": participant.id},
+        stream=participant.audit_stream,
     )
     signals.reminder_preferences_changed.send(participant)
     return subscription
@@ -271,6 +278,7 @@ def remove_subscription(participant: Participant, endpoint: object) -> bool:
         "push_subscription",
         subscription.id,
         before={"participant": participant.id},
+        stream=participant.audit_stream,
     )
     db.session.delete(subscription)
     db.session.flush()

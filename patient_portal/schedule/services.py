@@ -185,6 +185,7 @@ def plan_visits(participant: Participant, actor: str | None = None) -> list[Visi
                 "visits": {v.code: v.target_date for v in created},
             },
             actor=actor,
+            stream=participant.audit_stream,
         )
     return created
 
@@ -246,7 +247,13 @@ def change_day0(participant: Participant, new_day0: date, reason: str | None) ->
         visit.outside_window_reason = None
         _touch(visit)
         audit.record(
-            "visit.recomputed", "visit", visit.id, before=old, after=_snapshot(visit), reason=reason
+            "visit.recomputed",
+            "visit",
+            visit.id,
+            before=old,
+            after=_snapshot(visit),
+            reason=reason,
+            stream=participant.audit_stream,
         )
     audit.record(
         "participant.day0_changed",
@@ -255,6 +262,7 @@ def change_day0(participant: Participant, new_day0: date, reason: str | None) ->
         before={"day0": before},
         after={"day0": new_day0, "moved": {m.code: m.new_target for m in moves}},
         reason=reason,
+        stream=participant.audit_stream,
     )
     db.session.flush()
     # Visits not planned yet, questionnaire windows and reminders follow the new day 0.
@@ -304,6 +312,7 @@ def set_appointment(
         before=before,
         after=_snapshot(visit),
         reason=reason,
+        stream=visit.participant.audit_stream,
     )
     db.session.flush()
     # What hangs on the appointment (its reminders) is re-planned.
@@ -335,6 +344,7 @@ def mark_visit(visit: Visit, status: str, reason: str | None) -> Visit:
         before=before,
         after=_snapshot(visit),
         reason=reason,
+        stream=visit.participant.audit_stream,
     )
     db.session.flush()
     # A cancelled visit withdraws its questionnaires; undoing it brings them back.
@@ -440,7 +450,11 @@ def issue_feed_token(participant: Participant) -> str:
     db.session.add(feed)
     db.session.flush()
     audit.record(
-        "calendar_feed.issued", "calendar_feed", feed.id, after={"participant": participant.id}
+        "calendar_feed.issued",
+        "calendar_feed",
+        feed.id,
+        after={"participant": participant.id},
+        stream=participant.audit_stream,
     )
     return token
 
@@ -458,6 +472,7 @@ def revoke_feed(participant: Participant) -> bool:
         feed.id,
         before={"revoked_at": None},
         after={"revoked_at": feed.revoked_at},
+        stream=participant.audit_stream,
     )
     return True
 
