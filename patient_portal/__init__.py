@@ -29,7 +29,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
 
 def _init_extensions(app: Flask) -> None:
-    from patient_portal import assets, audit, demo, errors, i18n, origin, security, views
+    from patient_portal import assets, audit, demo, errors, grants, i18n, origin, security, views
     from patient_portal.accounts import auth
     from patient_portal.accounts import cli as accounts_cli
     from patient_portal.accounts import views as accounts_views
@@ -63,6 +63,7 @@ def _init_extensions(app: Flask) -> None:
     security.init_app(app)
     auth.init_app(app)
     audit.init_app(app)
+    grants.init_app(app)
     assets.init_app(app)
     errors.init_app(app)
     app.register_blueprint(views.bp)

@@ -472,7 +472,7 @@ def test_postgresql_two_participants_append_at_the_same_time(app):
     assert verify_chain() is None
 
 
-# PostgreSQL: triggers
+# PostgreSQL: triggers and the app role
 
 
 def test_postgresql_refuses_update_delete_and_truncate(app):
@@ -488,6 +488,68 @@ def test_postgresql_refuses_update_delete_and_truncate(app):
     ):
         with pytest.raises(DBAPIError, match="append-only"), db.engine.begin() as connection:
             connection.exec_driver_sql(statement)
+
+
+def test_the_app_role_may_only_insert_and_select_audit_events(app, runner, make_participant):
+    """The owner grants a throwaway app role; as that role the app works, but UPDATE, DELETE,
+    TRUNCATE and DISABLE TRIGGER on the audit table are refused. The roles vanish with the
+    test's transaction."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("roles and privileges are PostgreSQL's; SQLite has none")
+    owner, app_role = "portal_owner_test", "portal_app_test"
+    connection = db.session.connection()
+    connection.exec_driver_sql(f"CREATE ROLE {owner} NOLOGIN")
+    connection.exec_driver_sql(f"CREATE ROLE {app_role} NOLOGIN")
+    # As after migrations run by the owner role: it owns the schema and every table.
+    connection.exec_driver_sql(f"ALTER SCHEMA public OWNER TO {owner}")
+    for table in sa.inspect(connection).get_table_names():
+        connection.exec_driver_sql(f"ALTER TABLE {table} OWNER TO {owner}")
+    connection.exec_driver_sql(f"SET ROLE {owner}")
+    # Granted by hand before: the command leaves the role with the app's privileges only.
+    connection.exec_driver_sql(f"GRANT ALL ON audit_event TO {app_role}")
+    result = runner.invoke(args=["database", "grant-app-role", app_role])
+    assert result.exit_code == 0, result.output
+    connection.exec_driver_sql(f"SET ROLE {app_role}")
+    try:
+        # The app's everyday writes: a participant enrolled with visits, assignments and
+        # reminders planned, every step audited.
+        participant = make_participant()
+        participant.language = "en"
+        audit.record("participant.language", "participant", participant.id)
+        connection.exec_driver_sql("DELETE FROM webauthn_ceremony")
+        db.session.commit()
+        assert verify_chain() is None
+        for statement in (
+            "UPDATE audit_event SET actor = 'x'",
+            "DELETE FROM audit_event",
+            "TRUNCATE audit_event",
+            "ALTER TABLE audit_event DISABLE TRIGGER USER",
+            "DELETE FROM audit_stream",
+            "TRUNCATE audit_stream",
+        ):
+            with (
+                pytest.raises(DBAPIError, match=r"permission denied|must be owner"),
+                db.engine.begin() as savepoint,
+            ):
+                savepoint.exec_driver_sql(statement)
+    finally:
+        connection.exec_driver_sql("RESET ROLE")
+
+
+def test_grant_refuses_a_role_that_owns_the_tables(app, runner):
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("roles and privileges are PostgreSQL's; SQLite has none")
+    result = runner.invoke(args=["database", "grant-app-role", "postgres"])
+    assert result.exit_code == 1
+    assert "superuser" in result.output
+
+
+def test_grant_says_sqlite_has_no_roles(app, runner):
+    if db.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL has roles: see the tests above")
+    result = runner.invoke(args=["database", "grant-app-role", "portal_app"])
+    assert result.exit_code == 1
+    assert "PostgreSQL" in result.output
 
 
 # The migration
