@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from alembic.script import ScriptDirectory
 from sqlalchemy.exc import DBAPIError
 
 from patient_portal import audit
@@ -554,6 +555,8 @@ def test_grant_says_sqlite_has_no_roles(app, runner):
 
 # The migration
 
+KEYED_STREAMS_REVISION = "3f6a2d9c1b47"
+
 
 @pytest.fixture
 def fresh_database_url(database_url: str, tmp_path) -> Iterator[str]:
@@ -583,8 +586,10 @@ def test_upgrade_keeps_earlier_events_as_the_verifiable_legacy_chain(
     from flask_migrate import downgrade, upgrade
 
     migrated = make_app({**settings, "SQLALCHEMY_DATABASE_URI": fresh_database_url})
+    scripts = ScriptDirectory(str(Path(migrated.root_path).parent / "migrations"))
+    before_keyed_streams = scripts.get_revision(KEYED_STREAMS_REVISION).down_revision
     with migrated.app_context():
-        upgrade(revision="7b2e4c6d8f10")
+        upgrade(revision=before_keyed_streams)
         prev = audit.GENESIS_HASH
         for n in range(3):
             event = AuditEvent(
@@ -624,7 +629,7 @@ def test_upgrade_keeps_earlier_events_as_the_verifiable_legacy_chain(
         assert verify_chain() is None
         # Down and up again: every event back in one unkeyed chain, then all of it legacy.
         db.session.remove()
-        downgrade(revision="7b2e4c6d8f10")
+        downgrade(revision=before_keyed_streams)
         upgrade()
         assert list(audit.stream_heads()) == [audit.LEGACY_STREAM]
         assert audit.stream_heads()[audit.LEGACY_STREAM][0] == 4

@@ -93,6 +93,7 @@ def test_landing_page_shows_every_site_contact(client):
             {
                 "PORTAL_ENV": "production",
                 "SECRET_KEY": "x" * 40,
+                "PORTAL_AUDIT_KEY": "k" * 40,
                 "RATELIMIT_STORAGE_URI": "redis://127.0.0.1:6379/0",
                 "PORTAL_ORIGIN": "http://portal.example.org",
                 "PORTAL_RP_ID": "portal.example.org",

@@ -2,7 +2,7 @@
 entity_id columns (any staff e-mail), and TRUNCATE refused on the audit tables
 
 Revision ID: 3f6a2d9c1b47
-Revises: 7b2e4c6d8f10
+Revises: b4a9e1c2d3f0
 Create Date: 2026-12-03 08:40:00
 
 The events already written become the `legacy` stream, in their order: their unkeyed SHA-256
@@ -23,7 +23,7 @@ from patient_portal.db import UTCDateTime
 
 # revision identifiers, used by Alembic.
 revision = "3f6a2d9c1b47"
-down_revision = "7b2e4c6d8f10"
+down_revision = "b4a9e1c2d3f0"
 branch_labels = None
 depends_on = None
 

@@ -350,7 +350,13 @@ def notify_new_device(participant: Participant, added_at: datetime) -> Reminder 
     )
     db.session.add(reminder)
     db.session.flush()
-    audit.record("reminder.new_device_planned", "reminder", reminder.id, after={"channel": "email"})
+    audit.record(
+        "reminder.new_device_planned",
+        "reminder",
+        reminder.id,
+        after={"channel": "email"},
+        stream=participant.audit_stream,
+    )
     return reminder
 
 
