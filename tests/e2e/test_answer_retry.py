@@ -7,7 +7,7 @@ same question replaces an unsent earlier one without losing a toggle."""
 from __future__ import annotations
 
 import os
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -48,6 +48,7 @@ SERVER_ERROR = (
 )
 # 1 s, then 2 s, between the first tries: well inside this.
 RETRIED = 15_000
+START = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -64,7 +65,9 @@ def _phone(live_server, new_phone, participant, locale: str) -> Page:
     return page
 
 
-def _weekly(live_server, new_phone, make_participant, locale: str) -> tuple[Page, Assignment]:
+def _weekly(
+    live_server, new_phone, make_participant, locale: str, fake_clock: bool = False
+) -> tuple[Page, Assignment]:
     participant = make_participant(
         language=WORDS[locale]["language"], day0=date.today() - timedelta(days=1)
     )
@@ -79,7 +82,11 @@ def _weekly(live_server, new_phone, make_participant, locale: str) -> tuple[Page
         )
     ).one()
     page = _phone(live_server, new_phone, participant, locale)
+    if fake_clock:
+        page.clock.install(time=START)
     page.goto(f"{live_server}/questionnaires/{assignment.id}/items/pain")
+    if fake_clock:
+        page.clock.pause_at(START + timedelta(minutes=1))  # from now on, time moves on demand
     _watch_buttons(page)
     return page, assignment
 
@@ -161,7 +168,41 @@ def test_an_answer_refused_twice_by_a_server_error_is_saved_by_itself(
     expect(page.get_by_role("button", name="6", exact=True)).to_have_attribute(
         "aria-pressed", "true"
     )
+    # Nothing of the answer was kept in the browser while it waited (htmx keeps only the
+    # page's path for its history).
+    stored = page.evaluate(
+        """async () => [Object.keys(localStorage), Object.keys(sessionStorage),
+                        (await indexedDB.databases()).length]"""
+    )
+    assert stored == [[], ["htmx-current-path-for-history"], 0]
     assert_accessible(page)
+
+
+def _sent(page: Page, saves: Saves, count: int) -> None:
+    """Wait (in real time, the page's clock being stopped) until `count` saves were sent."""
+    for _ in range(200):
+        if len(saves.values) >= count:
+            return
+        page.wait_for_timeout(25)
+    raise AssertionError(f"{len(saves.values)} saves sent, not {count}")
+
+
+def test_retries_back_off_from_one_second_to_at_most_thirty(
+    live_server, new_phone, make_participant
+):
+    page, assignment = _weekly(live_server, new_phone, make_participant, "en-CA", fake_clock=True)
+    saves = Saves(page, f"/questionnaires/{assignment.id}/items/pain", failures=1000)
+    page.get_by_role("button", name="6", exact=True).tap()
+    _sent(page, saves, 1)
+    for sent, seconds in enumerate([1, 2, 4, 8, 16, 30, 30], start=1):
+        page.wait_for_timeout(300)  # the failure reaches the page, which sets its timer
+        page.clock.run_for(seconds * 1000 - 100)
+        page.wait_for_timeout(300)
+        assert len(saves.values) == sent, f"sent before {seconds} s"
+        page.clock.run_for(200)
+        _sent(page, saves, sent + 1)
+    _retrying(page, WORDS["en-CA"])
+    assert page.evaluate("window.fewestButtons") == 11
 
 
 def test_a_failed_connection_while_the_phone_says_online_is_retried(
