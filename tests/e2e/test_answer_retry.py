@@ -105,11 +105,13 @@ def _watch_buttons(page: Page) -> None:
 
 
 class Saves:
-    """The answer saves the phone sends: the first `failures` get `fail(route)`, then the
-    server has them; `values` are the answers sent, in order."""
+    """The answer saves the phone sends: the first `failures` answer 503 (or, with
+    how="abort", fail as a connection does), then the server has them; `values` are the
+    answers sent, in order."""
 
     def __init__(self, page: Page, path: str, failures: int, how: str = "503"):
-        self.failures, self.how, self.values = failures, how, []
+        self.failures, self.how = failures, how
+        self.values: list[list[str]] = []
         page.route(f"**{path}", self.handle)
 
     def handle(self, route: Route) -> None:
