@@ -14,8 +14,9 @@ import sqlalchemy as sa
 
 from patient_portal import clock
 from patient_portal.config import ConfigError, load_settings
+from patient_portal.errors import PortalError
 from patient_portal.extensions import db
-from patient_portal.reminders import channels
+from patient_portal.reminders import channels, preferences
 from patient_portal.reminders.models import PushSubscription, ReminderAttempt
 from patient_portal.security import token_digest
 from tests.reminders.receivers import Browser, PushService
@@ -312,9 +313,13 @@ def test_production_ignores_a_test_receiver(app, client, csrf_token, participant
     browser = Browser()
     with PushService(browser) as service:
         service.allowed_in(app)
+        assert _subscribe(client, csrf_token, service.url(), browser).status_code == 201
+        db.session.execute(sa.delete(PushSubscription))
         app.config["PORTAL_ENV"] = "production"
-        answer = _subscribe(client, csrf_token, service.url(), browser)
-        assert answer.status_code == 422
+        # (In the service: a production app also wants https pages for the request itself.)
+        with app.test_request_context(), pytest.raises(PortalError) as refused:
+            preferences.add_subscription(participant, browser.subscription(service.url()))
+        assert refused.value.status == 422
         _stored_subscription(participant, service.url(), browser)
         outcome = _send(app, service.url())
     assert outcome.status == "failed" and "refused" in outcome.detail
@@ -324,6 +329,8 @@ def test_production_ignores_a_test_receiver(app, client, csrf_token, participant
 def test_production_refuses_to_start_with_a_test_receiver(tmp_path):
     environ = {
         "PORTAL_ENV": "production",
+        "PORTAL_ORIGIN": "https://portal.example.org",
+        "PORTAL_RP_ID": "portal.example.org",
         "SECRET_KEY": "x" * 40,
         "RATELIMIT_STORAGE_URI": "redis://127.0.0.1:6379/0",
         "PORTAL_PUSH_TEST_RECEIVERS": "127.0.0.1:8765",
