@@ -202,6 +202,10 @@
       sendNext();
     }).catch(function () {
       sending = null;
+      // Tapped again while this one was on its way: the later answer replaces it.
+      if (queue.slice(1).some(function (later) { return later.url === entry.url; })) {
+        queue.shift();
+      }
       retryLater();
     });
   }
@@ -214,7 +218,7 @@
       window.location.href = redirect;
       return;
     }
-    if (pendingFor(entry.url) || !onScreen(entry.url)) { return; }
+    if (response.status === 204 || pendingFor(entry.url) || !onScreen(entry.url)) { return; }
     window.htmx.swap(question(), html, {swapStyle: "outerHTML"});
   }
 
