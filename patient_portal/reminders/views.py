@@ -192,15 +192,18 @@ def send_test(channel: str):
             "inapp": _("A test message is waiting on your home page."),
         }[channel]
         return _page(test_result=message)
-    return _page(
-        503,
-        errors={
-            "test": _(
-                "The test reminder could not be sent just now. It is logged and your study "
-                "team can see it; the portal will try again."
-            )
-        },
-    )
+    # Only "could not be sent": what the push service or mail server answered is in the log
+    # for the study team, never on the page.
+    if outcome.status == "retry":
+        message = _(
+            "The test reminder could not be sent just now. It is logged and your study "
+            "team can see it; the portal will try again."
+        )
+    else:
+        message = _(
+            "The test reminder could not be sent. It is logged and your study team can see it."
+        )
+    return _page(503, errors={"test": message})
 
 
 # --- Home page ------------------------------------------------------------------------------
