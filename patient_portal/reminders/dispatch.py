@@ -370,7 +370,9 @@ class Dispatcher:
                 latest = until.get(reminder.participant_id)
                 if latest is None or reminder.expires_at > latest:
                     until[reminder.participant_id] = reminder.expires_at
-        for participant_id, moment in until.items():
+        # In id order: dispatchers running at once then lock participants in the same order
+        # and cannot deadlock on each other's rows.
+        for participant_id, moment in sorted(until.items()):
             db.session.execute(
                 sa.update(Participant)
                 .where(

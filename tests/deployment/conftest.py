@@ -412,9 +412,10 @@ def _drop_database(admin: sa.Engine, name: str) -> None:
 
 
 def _url_as(url: sa.URL, role: str, database: str) -> str:
-    return url.set(username=role, password=None, database=database).render_as_string(
-        hide_password=False
-    )
+    """A plain postgresql:// URL, as an operator writes it (pg_dump reads it too)."""
+    return url.set(
+        drivername="postgresql", username=role, password=None, database=database
+    ).render_as_string(hide_password=False)
 
 
 @pytest.fixture(scope="session")
@@ -469,11 +470,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     )
     try:
         # The upgrade order of docs/deployment.md: migrate as the owner, grant the app role.
-        for step in (("db", "upgrade"),):
+        for step in (("db", "upgrade"), ("database", "grant-app-role", APP_ROLE)):
             done = deployment.flask(*step, owner=True)
-            assert done.returncode == 0, done.stderr
-        # TODO(merge): grant-app-role from the audit redesign; until then the owner runs the app.
-        env["DATABASE_URL"] = owner_env["DATABASE_URL"]
+            assert done.returncode == 0, done.stdout + done.stderr
         for port in app_ports:
             log = folder / f"gunicorn-{port}.log"
             command = unit_command("care-ssc@.service", **{"%i": str(port)})
