@@ -29,7 +29,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
 
 def _init_extensions(app: Flask) -> None:
-    from patient_portal import assets, audit, demo, errors, i18n, security, views
+    from patient_portal import assets, audit, demo, errors, i18n, inputs, security, views
     from patient_portal.accounts import auth
     from patient_portal.accounts import cli as accounts_cli
     from patient_portal.accounts import views as accounts_views
@@ -62,6 +62,7 @@ def _init_extensions(app: Flask) -> None:
     audit.init_app(app)
     assets.init_app(app)
     errors.init_app(app)
+    inputs.init_app(app)
     app.register_blueprint(views.bp)
     app.register_blueprint(accounts_views.bp)
     staff_views.init_app(app)

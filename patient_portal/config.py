@@ -142,7 +142,7 @@ def load_settings(instance_path: Path, environ: dict[str, str] | None = None) ->
         "PORTAL_ENV": portal_env,
         "SECRET_KEY": secret_key,
         "SQLALCHEMY_DATABASE_URI": database_url,
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True, "hide_parameters": True},
         "PORTAL_ORIGIN": origin,
         "PORTAL_RP_ID": rp_id,
         "PORTAL_RP_NAME": env.get("PORTAL_RP_NAME", "CARE-SSc"),

@@ -26,6 +26,7 @@ from patient_portal.accounts.auth import require
 from patient_portal.errors import PortalError, rolled_back
 from patient_portal.extensions import db, limiter
 from patient_portal.i18n import LANGUAGE_COOKIE
+from patient_portal.inputs import json_text
 from patient_portal.security import current_session_record, end_session, start_authenticated_session
 
 bp = Blueprint("accounts", __name__)
@@ -74,7 +75,8 @@ def _not_created():
 
 
 def _credential_body() -> str:
-    return request.get_data(as_text=True)
+    # Checked before py_webauthn parses it: a deeply nested body would exhaust its parser's stack.
+    return json_text()
 
 
 # --- enrolment ---------------------------------------------------------------------------------
@@ -236,7 +238,7 @@ def add_passkey_verify():
     return jsonify(redirect=url_for("accounts.settings"))
 
 
-@bp.post("/settings/passkeys/<int:passkey_id>/rename")
+@bp.post("/settings/passkeys/<id:passkey_id>/rename")
 @require("any")
 def rename_passkey(passkey_id: int):
     services.rename_passkey(current_user, passkey_id, request.form.get("nickname", ""))
@@ -244,7 +246,7 @@ def rename_passkey(passkey_id: int):
     return redirect(url_for("accounts.settings"), 303)
 
 
-@bp.post("/settings/passkeys/<int:passkey_id>/remove")
+@bp.post("/settings/passkeys/<id:passkey_id>/remove")
 @require("any")
 def remove_passkey(passkey_id: int):
     services.remove_passkey(current_user, passkey_id)
