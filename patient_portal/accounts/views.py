@@ -257,6 +257,7 @@ def remove_passkey(passkey_id: int):
 @bp.post("/settings/sessions/<session_id>/end")
 @require("any")
 def end_other_session(session_id: str):
-    services.end_session_by_id(current_user, session_id)
+    # The owner itself, not the proxy: the service compares the session's owner by identity.
+    services.end_session_by_id(current_user._get_current_object(), session_id)
     db.session.commit()
     return redirect(url_for("accounts.settings"), 303)
