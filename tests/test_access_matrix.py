@@ -56,7 +56,7 @@ def valid_form(endpoint: str, world: World) -> dict[str, str | list[str]]:
     """What the page's own form would send, so that an allowed identity meets success."""
     day0 = world.participant_a.day0
     assert day0 is not None
-    return {
+    forms: dict[str, dict[str, str | list[str]]] = {
         "core.switch_language": {"language": "en", "next": "/"},
         "accounts.rename_passkey": {"nickname": "Work phone"},
         "questionnaires.acknowledge_alert": {"note": "Called back"},
@@ -78,7 +78,8 @@ def valid_form(endpoint: str, world: World) -> dict[str, str | list[str]]:
         "staff.update_member": {"role": "coordinator", "sites": ["CHUM", "SLS"]},
         "staff.set_member_active": {"active": "no"},
         "reminders.save_email": {"email": "participant@example.org"},
-    }.get(endpoint, {})
+    }
+    return forms.get(endpoint, {})
 
 
 def outcome(response) -> str:
