@@ -5,8 +5,8 @@ coordinator and an admin. No answer may be a 5xx (docs/input-bounds.md).
 
 The rules come from the app and the fields from the source of the view's module (and of the
 portal modules it imports), so a new route or field is fuzzed without editing this file.
-`PORTAL_FUZZ_EXAMPLES` sets the examples per route (each sent as the four identities); the
-number of requests sent is printed at the end of the run.
+`PORTAL_FUZZ_EXAMPLES` sets the examples Hypothesis draws per route, beside the explicit ones
+(each sent as the four identities); the number of requests sent is printed at the end of the run.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from urllib.parse import quote, urlencode
 
 import pytest
 from flask import Flask
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from werkzeug.routing import Rule
 
@@ -215,6 +215,35 @@ def clients(app, world: World, sign_in, monkeypatch) -> dict:
     return made
 
 
+def explicit_examples(rule: Rule, values: dict[str, str], fields: list[str]) -> list:
+    """Tried on every route whatever Hypothesis draws: each path parameter in turn made
+    hostile (a NUL or CR/LF after the real value; an id beyond 2^63), the others real, with
+    every field the module reads holding a NUL; then every field holding CR/LF."""
+    real = {
+        match.group("name"): realistic_value(rule, match.group("name"), values)
+        for match in PARAMETER.finditer(rule.rule)
+    }
+    quoted = {name: _segment(value) for name, value in real.items()}
+    found = []
+    for match in PARAMETER.finditer(rule.rule):
+        name = match.group("name")
+        hostile = [real[name] + "\x00", "\r\n" + real[name]]
+        if match.group("converter") in ("id", "int"):
+            hostile = [str(2**63), str(2**31)]
+        for value in hostile:
+            found.append(
+                (
+                    {**quoted, name: _segment(value)},
+                    (
+                        "form",
+                        {field: ["\x00" + PLAUSIBLE.get(field, ["x"])[0]] for field in fields},
+                    ),
+                )
+            )
+    found.append((quoted, ("form", {field: ["a\r\nb"] for field in fields})))
+    return found
+
+
 def _encoded(form: dict[str, list[str]]) -> str:
     # As a browser sends it, byte for byte: a lone surrogate arrives as its (invalid) UTF-8.
     return urlencode(
@@ -269,4 +298,6 @@ def test_no_route_answers_5xx_to_hostile_input(app, world, clients, method, rule
             assert status < 500, (identity, method, path[:200], str(body)[:200], status)
             db.session.rollback()
 
+    for path_values, body in explicit_examples(rule, world.values, fields):
+        fuzz = example(path_values=path_values, body=body)(fuzz)
     fuzz()
