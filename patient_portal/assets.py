@@ -12,6 +12,8 @@ from pathlib import Path
 from flask import Flask, current_app
 from whitenoise import WhiteNoise
 
+from patient_portal.security import STRICT_TRANSPORT_SECURITY
+
 STATIC_ROOT = Path(__file__).resolve().parent.parent / "static"
 STATIC_PREFIX = "/static/"
 
@@ -25,10 +27,11 @@ def hashed_name(relative: str, content: bytes) -> str:
 class HashedWhiteNoise(WhiteNoise):
     """WhiteNoise serving each file under its hashed name too, with immutable caching there."""
 
-    def __init__(self, application, root: Path):
+    def __init__(self, application, root: Path, hsts: bool):
         self.manifest: dict[str, str] = {}
         self._hashed_urls: set[str] = set()
-        super().__init__(application, max_age=0)
+        self.hsts = hsts
+        super().__init__(application, max_age=0, add_headers_function=self.add_security_headers)
         self.add_files(str(root), prefix=STATIC_PREFIX)
 
     def add_file_to_dictionary(self, url: str, path: str, stat_cache=None) -> None:
@@ -41,6 +44,12 @@ class HashedWhiteNoise(WhiteNoise):
         super().add_file_to_dictionary(hashed, path, stat_cache)
         self.manifest[relative] = hashed
 
+    def add_security_headers(self, headers, path: str, url: str) -> None:
+        """Static files bypass Flask's after_request: the headers every response must carry."""
+        headers["X-Content-Type-Options"] = "nosniff"
+        if self.hsts:
+            headers["Strict-Transport-Security"] = STRICT_TRANSPORT_SECURITY
+
     def immutable_file_test(self, path: str, url: str) -> bool:
         return url in self._hashed_urls
 
@@ -51,7 +60,7 @@ def static_url(relative: str) -> str:
 
 
 def init_app(app: Flask) -> None:
-    whitenoise = HashedWhiteNoise(app.wsgi_app, STATIC_ROOT)
+    whitenoise = HashedWhiteNoise(app.wsgi_app, STATIC_ROOT, hsts=app.config["PORTAL_HSTS"])
     # Flask's documented way to wrap the WSGI app, which mypy reads as replacing a method.
     app.wsgi_app = whitenoise  # type: ignore[method-assign]
     app.extensions["static_manifest"] = whitenoise.manifest

@@ -26,12 +26,35 @@ def _instance_file_secret(instance_path: Path, name: str) -> str:
 
 
 def _origin(value: str, name: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+    """The origin as browsers serialise it in their Origin header: lower case, no default port."""
+    parts = urlsplit(value.strip())
+    scheme = parts.scheme.lower()
+    if (
+        scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or parts.username
+    ):
         raise ConfigError(
             f"{name} must be an origin like https://portal.example.org, not {value!r}"
         )
-    return f"{parts.scheme}://{parts.netloc}"
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"{name} has an invalid port: {value!r}") from None
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    default_port = {"http": 80, "https": 443}[scheme]
+    return f"{scheme}://{host}" + (f":{port}" if port and port != default_port else "")
+
+
+def _proxy_hops(value: str) -> int:
+    if not value.isdigit() or int(value) > 5:
+        raise ConfigError(f"PORTAL_PROXY_HOPS must be a whole number from 0 to 5, not {value!r}")
+    return int(value)
 
 
 def _positive_int(value: str, name: str) -> int:
@@ -133,6 +156,8 @@ def load_settings(instance_path: Path, environ: dict[str, str] | None = None) ->
         raise ConfigError(
             f"RATELIMIT_STORAGE_URI must be memory:// or redis://..., not {ratelimit_uri!r}"
         )
+    if production and not origin.startswith("https://"):
+        raise ConfigError(f"PORTAL_ORIGIN must be https:// in production, not {origin!r}")
     if production and ratelimit_uri.startswith("memory://"):
         raise ConfigError(
             "RATELIMIT_STORAGE_URI must point at Redis in production (shared counters)"
@@ -142,8 +167,17 @@ def load_settings(instance_path: Path, environ: dict[str, str] | None = None) ->
         "PORTAL_ENV": portal_env,
         "SECRET_KEY": secret_key,
         "SQLALCHEMY_DATABASE_URI": database_url,
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True, "hide_parameters": True},
+        # No ping at every checkout (a round trip per request): connections idle for longer
+        # than PORTAL_DB_PING_AFTER seconds are pinged instead (patient_portal.db), and none is
+        # kept past an hour, under any server-side idle timeout.
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_recycle": 3600, "hide_parameters": True},
+        "PORTAL_DB_PING_AFTER": _positive_int(
+            env.get("PORTAL_DB_PING_AFTER", "10"), "PORTAL_DB_PING_AFTER"
+        ),
         "PORTAL_ORIGIN": origin,
+        # How many proxies in front of the app set X-Forwarded-For/-Proto/-Host: their values are
+        # trusted that many hops deep and no further (patient_portal.origin).
+        "PORTAL_PROXY_HOPS": _proxy_hops(env.get("PORTAL_PROXY_HOPS", "0")),
         "PORTAL_RP_ID": rp_id,
         "PORTAL_RP_NAME": env.get("PORTAL_RP_NAME", "CARE-SSc"),
         "RATELIMIT_STORAGE_URI": ratelimit_uri,
@@ -155,7 +189,10 @@ def load_settings(instance_path: Path, environ: dict[str, str] | None = None) ->
         "PORTAL_HSTS": production,
         # A questionnaire can stay open for a long time: the CSRF token lives as long as the session.
         "WTF_CSRF_TIME_LIMIT": None,
-        "WTF_CSRF_SSL_STRICT": production,
+        # Flask-WTF's HTTPS check compares the Referer with the request's own host; the portal
+        # checks Origin (or Referer) against PORTAL_ORIGIN instead, in every mode
+        # (patient_portal.origin, docs/security.md).
+        "WTF_CSRF_SSL_STRICT": False,
         "MAX_CONTENT_LENGTH": _positive_int(
             env.get("PORTAL_MAX_CONTENT_LENGTH", "65536"), "PORTAL_MAX_CONTENT_LENGTH"
         ),

@@ -63,6 +63,7 @@ def valid_form(endpoint: str, world: World) -> dict[str, str | list[str]]:
         "workspace.acknowledge_alert": {"note": "Called back"},
         "staff.enrol_participant": {"site": "JGH", "language": "en", "day0": ""},
         "staff.withdraw": {"reason": "Moved away"},
+        "staff.new_enrolment_link": {"reason": "new_device"},
         "schedule.staff_day0": {"day0": (day0 + timedelta(days=1)).isoformat(), "reason": "Typo"},
         "schedule.staff_appointment": {
             "date": (day0 + timedelta(days=28)).isoformat(),

@@ -16,7 +16,7 @@ from patient_portal.extensions import db
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
 }
 
 
@@ -38,6 +38,7 @@ def test_hsts_only_in_production(app, make_app, monkeypatch):
     assert "Strict-Transport-Security" not in app.test_client().get("/").headers
     monkeypatch.setenv("PORTAL_ENV", "production")
     monkeypatch.setenv("SECRET_KEY", "x" * 40)
+    monkeypatch.setenv("PORTAL_ORIGIN", "https://localhost")
     monkeypatch.setenv("RATELIMIT_STORAGE_URI", "memory://")
     with pytest.raises(SystemExit):
         create_app()
@@ -80,6 +81,18 @@ def test_landing_page_shows_every_site_contact(client):
         ({"PORTAL_RP_ID": "example.org"}, "PORTAL_RP_ID"),
         ({"RATELIMIT_STORAGE_URI": "memcached://x"}, "RATELIMIT_STORAGE_URI"),
         ({"PORTAL_ENV": "staging"}, "PORTAL_ENV"),
+        ({"PORTAL_PROXY_HOPS": "-1"}, "PORTAL_PROXY_HOPS"),
+        ({"PORTAL_PROXY_HOPS": "one"}, "PORTAL_PROXY_HOPS"),
+        (
+            {
+                "PORTAL_ENV": "production",
+                "SECRET_KEY": "x" * 40,
+                "RATELIMIT_STORAGE_URI": "redis://127.0.0.1:6379/0",
+                "PORTAL_ORIGIN": "http://portal.example.org",
+                "PORTAL_RP_ID": "portal.example.org",
+            },
+            "PORTAL_ORIGIN",
+        ),
     ],
 )
 def test_a_bad_setting_is_refused_by_name(tmp_path, environ, named):
@@ -94,6 +107,22 @@ def test_a_bad_setting_stops_start_up_with_one_line(monkeypatch, capsys):
     assert stopped.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "PORTAL_ORIGIN" in err
+
+
+@pytest.mark.parametrize(
+    ("written", "origin"),
+    [
+        ("https://Portal.Example.org:443/", "https://portal.example.org"),
+        ("http://localhost:80", "http://localhost"),
+        ("https://portal.example.org:8443", "https://portal.example.org:8443"),
+    ],
+)
+def test_the_origin_is_kept_as_browsers_send_it(tmp_path, written, origin):
+    """The Origin header of a genuine request is compared with this string as it is."""
+    environ = {"PORTAL_ORIGIN": written, "PORTAL_RP_ID": "example.org"}
+    if "localhost" in written:
+        environ["PORTAL_RP_ID"] = "localhost"
+    assert load_settings(tmp_path, environ)["PORTAL_ORIGIN"] == origin
 
 
 def test_development_secret_is_generated_once_and_kept(tmp_path):

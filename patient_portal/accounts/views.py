@@ -6,6 +6,8 @@ server-side session, never in the page.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from flask import (
     Blueprint,
     current_app,
@@ -25,9 +27,10 @@ from patient_portal.accounts import services
 from patient_portal.accounts.auth import require
 from patient_portal.errors import PortalError, rolled_back
 from patient_portal.extensions import db, limiter
-from patient_portal.i18n import LANGUAGE_COOKIE
+from patient_portal.i18n import LANGUAGE_COOKIE, format_date, format_time, viewer_locale_and_zone
 from patient_portal.inputs import json_text
 from patient_portal.security import current_session_record, end_session, start_authenticated_session
+from patient_portal.views import local_path
 
 bp = Blueprint("accounts", __name__)
 
@@ -131,9 +134,10 @@ def enrol_verify(token: str):
 
 @bp.get("/sign-in")
 def sign_in():
+    after = local_path(request.args.get("next"), "")
     if current_user.is_authenticated:
-        return redirect(home_for(current_user))
-    return render_template("accounts/sign_in.html")
+        return redirect(after or home_for(current_user))
+    return render_template("accounts/sign_in.html", after=after or None)
 
 
 @bp.post("/sign-in/options")
@@ -155,7 +159,9 @@ def sign_in_verify():
         return jsonify(error=services.SignInFailed().message), 400
     start_authenticated_session(session, attempt.owner)
     db.session.commit()
-    return jsonify(redirect=home_for(attempt.owner))
+    # The page the person was on before being asked to sign in (a reminder's questionnaire):
+    # a path on this site only, never another site.
+    return jsonify(redirect=local_path(request.args.get("next"), home_for(attempt.owner)))
 
 
 @bp.get("/sign-out")
@@ -261,3 +267,34 @@ def end_other_session(session_id: str):
     services.end_session_by_id(current_user._get_current_object(), session_id)
     db.session.commit()
     return redirect(url_for("accounts.settings"), 303)
+
+
+@bp.post("/settings/passkeys/notices/dismiss")
+@require("participant")
+def dismiss_new_device_notice():
+    services.dismiss_new_device_notices(current_user)
+    db.session.commit()
+    return redirect(home_for(current_user), 303)
+
+
+# --- the participant's home page ---------------------------------------------------------------
+
+
+def new_device_banner(participant, now: datetime) -> dict | None:
+    """The "a new device was added" notice on the home page, until the participant puts it away.
+
+    Listed in create_app's home_sections, first: it may mean someone else can sign in as them.
+    """
+    passkeys = services.new_device_notices(participant)
+    if not passkeys:
+        return None
+    locale, zone = viewer_locale_and_zone()
+    return {
+        "added": [
+            (
+                format_date(p.created_at, locale, zone, "long"),
+                format_time(p.created_at, locale, zone),
+            )
+            for p in passkeys
+        ]
+    }

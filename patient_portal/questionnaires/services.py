@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import joinedload, selectinload
 
 from patient_portal import audit, clock
 from patient_portal.accounts.models import Participant, StaffUser
@@ -289,8 +289,9 @@ def participant_questionnaires(participant: Participant, now: datetime | None = 
         .where(Assignment.status != "withdrawn")
         .where(Assignment.opens_at <= now + DUE_SOON)
         .order_by(Assignment.closes_at, Assignment.id)
-        # One query for the submissions, not one per questionnaire done (the list grows weekly).
-        .options(selectinload(Assignment.submission))
+        # The submission's date in the same statement (an outer join: at most one per
+        # questionnaire), not one query per questionnaire done, nor its answers.
+        .options(joinedload(Assignment.submission).load_only(Submission.submitted_at))
     ).all()
     for assignment in assignments:
         state = state_of(assignment, now)

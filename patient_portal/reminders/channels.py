@@ -19,7 +19,7 @@ from email.utils import make_msgid
 from pathlib import Path
 
 import requests
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from flask import Flask
@@ -117,16 +117,19 @@ def vapid_public_key(app: Flask) -> str:
     return _b64url(point)
 
 
-def contact_cipher(app: Flask) -> Fernet:
-    """Encrypts contact details at rest: PORTAL_CONTACT_KEY, else a key kept in instance/."""
+def contact_cipher(app: Flask) -> MultiFernet:
+    """Encrypts contact details at rest: PORTAL_CONTACT_KEY, else a key kept in instance/.
+
+    The setting may list several keys separated by spaces: the first encrypts, all decrypt,
+    which is how a key is rotated (docs/deployment.md, `flask reminders rotate-contact-key`).
+    """
     cached = app.extensions.get("reminders_contact_cipher")
     if cached is not None:
         return cached
-    key = (
-        app.config.get("PORTAL_CONTACT_KEY", "").strip().encode()
-        or _instance_file(app, CONTACT_KEY_FILE, Fernet.generate_key).strip()
-    )
-    cipher = Fernet(key)
+    keys = app.config.get("PORTAL_CONTACT_KEY", "").split() or [
+        _instance_file(app, CONTACT_KEY_FILE, Fernet.generate_key).strip().decode()
+    ]
+    cipher = MultiFernet([Fernet(key.encode()) for key in keys])
     app.extensions["reminders_contact_cipher"] = cipher
     return cipher
 

@@ -1,4 +1,5 @@
-"""`flask reminders dispatch [--loop]` and `flask reminders plan`.
+"""`flask reminders dispatch [--loop]`, `flask reminders plan` and
+`flask reminders rotate-contact-key`.
 
 Run the dispatcher as its own service (systemd, a container) with `--loop`, or from cron without
 it; several may run at once on PostgreSQL. The loop also re-plans everyone every hour, so the
@@ -18,6 +19,7 @@ from patient_portal import clock
 from patient_portal.extensions import db
 from patient_portal.reminders.dispatch import DispatchCounts, Dispatcher
 from patient_portal.reminders.planning import plan_everyone
+from patient_portal.reminders.preferences import rotate_contact_key
 
 reminders_cli = AppGroup("reminders", help="Reminders: planning and dispatch.")
 
@@ -32,6 +34,14 @@ def plan_command() -> None:
     """Plan the reminders of every participant not withdrawn, up to the horizon."""
     changed = plan_everyone()
     click.echo(f"Reminders planned: {changed} rows created, moved or cancelled.")
+
+
+@reminders_cli.command("rotate-contact-key")
+def rotate_contact_key_command() -> None:
+    """Re-encrypt every stored e-mail address with the first key of PORTAL_CONTACT_KEY."""
+    count = rotate_contact_key()
+    db.session.commit()
+    click.echo(f"Contact details re-encrypted: {count} addresses.")
 
 
 @reminders_cli.command("dispatch")

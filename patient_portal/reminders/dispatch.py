@@ -50,6 +50,9 @@ RETRY_CAP = timedelta(hours=1)
 # A row left "sending" this long belongs to a dispatcher that stopped mid-way.
 STALE_CLAIM = timedelta(minutes=15)
 BATCH_SIZE = 200
+# Sent whatever the hour: a test is asked for now, and a new device added to the account may be
+# someone else's (an e-mail at night wakes nobody, and the participant can act sooner).
+UNQUIET_KINDS = ("test", "new_device")
 
 
 def dispatcher_name() -> str:
@@ -242,7 +245,7 @@ class Dispatcher:
                 job.decision, job.detail = "cancelled", "no longer needed"
             elif now >= reminder.expires_at:
                 job.decision, job.detail = "skipped", "its moment has passed"
-            elif reminder.kind != "test" and in_quiet_hours(now, zone, quiet):
+            elif reminder.kind not in UNQUIET_KINDS and in_quiet_hours(now, zone, quiet):
                 later = out_of_quiet_hours(now, zone, quiet, reminder.expires_at)
                 if now < later < reminder.expires_at:
                     job.quiet_until = later
@@ -330,6 +333,9 @@ class Dispatcher:
         for values in updates:
             if values.get("last_error"):
                 values["last_error"] = values["last_error"][:300]
+        self._show_banners(
+            jobs, {values["id"] for values in updates if values.get("status") == "sent"}
+        )
         # Rows given the same values (most often: sent, now) are updated by one statement.
         by_values: dict[tuple, list[int]] = defaultdict(list)
         for values in updates:
@@ -354,6 +360,26 @@ class Dispatcher:
             self._forget_subscriptions(gone, jobs)
         db.session.commit()
         return counts
+
+    def _show_banners(self, jobs: list[_Job], sent_ids: set[int]) -> None:
+        """Tell each participant's home page how long its in-app reminders may show."""
+        until: dict[int, datetime] = {}
+        for job in jobs:
+            reminder = job.reminder
+            if reminder.channel == "inapp" and reminder.id in sent_ids:
+                latest = until.get(reminder.participant_id)
+                if latest is None or reminder.expires_at > latest:
+                    until[reminder.participant_id] = reminder.expires_at
+        for participant_id, moment in until.items():
+            db.session.execute(
+                sa.update(Participant)
+                .where(
+                    Participant.id == participant_id,
+                    sa.or_(Participant.banner_until.is_(None), Participant.banner_until < moment),
+                )
+                .values(banner_until=moment)
+                .execution_options(synchronize_session=False)
+            )
 
     def _forget_subscriptions(self, gone: set[int], jobs: list[_Job]) -> None:
         """The push service said 404/410: that subscription will never work again."""

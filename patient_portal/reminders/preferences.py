@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+from cryptography.fernet import InvalidToken
 from flask import current_app
 from flask_babel import gettext as _
 
@@ -166,6 +167,26 @@ def set_email(participant: Participant, address: str | None) -> bool:
     )
     signals.reminder_preferences_changed.send(participant)
     return True
+
+
+def rotate_contact_key() -> int:
+    """Every stored address encrypted again with the current first key; flushes. An address no
+    key can read is left as it is (it reads as no address). Returns how many were rewritten."""
+    cipher = channels_module.contact_cipher(current_app)
+    rows = db.session.scalars(
+        sa.select(ReminderPreference).where(ReminderPreference.email_encrypted.is_not(None))
+    ).all()
+    rotated = 0
+    for row in rows:
+        try:
+            row.email_encrypted = cipher.rotate(bytes(row.email_encrypted or b""))
+        except InvalidToken:
+            continue
+        rotated += 1
+    db.session.flush()
+    if rotated:
+        audit.record("contacts.key_rotated", "reminder_preference", "all", after={"count": rotated})
+    return rotated
 
 
 def _b64url_decode(value: str) -> bytes:

@@ -50,6 +50,7 @@ def kind_label(kind: str) -> str:
         "visit": _("Other study visits"),
         "questionnaire": _("Questionnaires"),
         "test": _("Test"),
+        "new_device": _("New device added"),
     }[kind]
 
 
@@ -206,6 +207,8 @@ def send_test(channel: str):
 
 def home_banner(participant: Participant, now: datetime) -> dict | None:
     """The in-app reminders shown on top of the home page, if any."""
+    if participant.banner_until is None or participant.banner_until <= now:
+        return None
     reminders = dispatch.banner_reminders(participant, now)
     if not reminders:
         return None

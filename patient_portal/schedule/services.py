@@ -365,9 +365,10 @@ def timeline(participant: Participant, now: datetime) -> list[TimelineEntry]:
     zone = site_of(participant).zone
     today = local_today(zone, now)
     protocol = get_protocol()
-    next_one = next_visit(participant, now)
+    visits = visits_of(participant)
+    next_one = next_visit(participant, now, visits)
     entries = []
-    for visit in visits_of(participant):
+    for visit in visits:
         if visit.status == "completed":
             state = "done"
         elif visit.status in ("missed", "cancelled"):
@@ -391,11 +392,16 @@ def timeline(participant: Participant, now: datetime) -> list[TimelineEntry]:
     return entries
 
 
-def next_visit(participant: Participant, now: datetime) -> Visit | None:
-    """The first planned visit not yet past, by its day on the site's calendar."""
+def next_visit(
+    participant: Participant, now: datetime, visits: list[Visit] | None = None
+) -> Visit | None:
+    """The first planned visit not yet past, by its day on the site's calendar; `visits` when
+    the caller has loaded them already."""
     zone = site_of(participant).zone
     today = local_today(zone, now)
-    upcoming = [v for v in visits_of(participant) if _is_upcoming(v, zone, today)]
+    if visits is None:
+        visits = visits_of(participant)
+    upcoming = [v for v in visits if _is_upcoming(v, zone, today)]
     if not upcoming:
         return None
     return min(

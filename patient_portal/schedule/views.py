@@ -32,6 +32,7 @@ from patient_portal.accounts.models import Participant
 from patient_portal.errors import PortalError, handle_portal_error, rolled_back
 from patient_portal.extensions import db, limiter
 from patient_portal.i18n import current_language, format_date, format_relative_days, format_time
+from patient_portal.origin import public_url
 from patient_portal.protocol.services import Site, get_protocol
 from patient_portal.schedule import services
 from patient_portal.schedule.models import Visit
@@ -188,7 +189,7 @@ def _calendar_page(token: str | None = None, status: int = 200):
     participant: Participant = current_user
     feed = services.active_feed(participant)
     site = services.site_of(participant)
-    feed_url = url_for("schedule.feed", token=token, _external=True) if token else None
+    feed_url = public_url("schedule.feed", token=token) if token else None
     return render_template(
         "schedule/calendar.html",
         feed=feed,
