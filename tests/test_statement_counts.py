@@ -67,7 +67,7 @@ def test_daily_pages_do_not_grow_with_the_weeks(app, make_participant, sign_in, 
 
 def test_home_costs_three_statements(app, make_participant, sign_in):
     """The session with its owner, the visits, the questionnaires with their submissions; the
-    in-app reminders only while one may be showing (issue 19)."""
+    home notices (in-app reminders, a new device) only while one may be showing (issue 19)."""
     participant = make_participant(day0=date.today() - timedelta(weeks=3))
     client = app.test_client()
     sign_in(client, participant)
@@ -83,7 +83,8 @@ def test_home_looks_for_in_app_reminders_while_one_may_show(
     assert client.post("/reminders/test/inapp", data={"csrf_token": token}).status_code == 200
     home = client.get("/home").get_data(as_text=True)
     assert "Rappel d’essai CARE-SSc" in home
-    assert _statements(app, client, "/home") == 4
+    # While a notice may show: the in-app reminders, and a new device's notice, are looked for.
+    assert _statements(app, client, "/home") == 5
 
 
 def test_a_questionnaire_item_costs_three_statements(app, make_participant, sign_in):

@@ -67,10 +67,11 @@ class Participant(db.Model):
     day0: Mapped[date | None] = mapped_column(sa.Date)
     status: Mapped[str] = mapped_column(sa.String(12), default="enrolled")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=clock.now)
-    # The latest moment an in-app reminder delivered to this participant may still show on the
-    # home page (set by the dispatcher): before it, home looks for them; after it, there is
-    # nothing to look for, and the page saves the query.
-    banner_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The latest moment the home page may have a notice to show: an in-app reminder delivered
+    # (set by the dispatcher to its expiry) or a device added from a replacement link (set
+    # for NEW_DEVICE_NOTICE_FOR). Before it, home looks for them; after it there is nothing to
+    # look for, and the page saves the queries. An upper bound, never the notices themselves.
+    home_notices_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     passkeys: Mapped[list[PasskeyCredential]] = relationship(
         back_populates="participant", order_by="PasskeyCredential.id"

@@ -588,6 +588,9 @@ def finish_registration(
         },
     )
     if owner.kind == "participant" and passkey.from_replacement_link:
+        show_until = passkey.created_at + NEW_DEVICE_NOTICE_FOR
+        if owner.home_notices_until is None or owner.home_notices_until < show_until:
+            owner.home_notices_until = show_until
         signals.replacement_passkey_added.send(owner, added_at=passkey.created_at)
     return passkey
 
@@ -782,8 +785,16 @@ def remove_passkey(owner: Owner, passkey_id: int) -> None:
     )
 
 
+# How long the home page tells of a device added from a replacement link, unless put away
+# sooner; the settings page and the staff page keep the mark for good.
+NEW_DEVICE_NOTICE_FOR = timedelta(days=90)
+
+
 def new_device_notices(participant: Participant) -> list[PasskeyCredential]:
     """Passkeys added from a replacement link that the participant has not acknowledged yet."""
+    now = clock.now()
+    if participant.home_notices_until is None or participant.home_notices_until <= now:
+        return []
     return list(
         db.session.scalars(
             sa.select(PasskeyCredential)
@@ -792,6 +803,7 @@ def new_device_notices(participant: Participant) -> list[PasskeyCredential]:
                 PasskeyCredential.participant_id == participant.id,
                 EnrolmentToken.replacement_reason.is_not(None),
                 PasskeyCredential.notice_dismissed_at.is_(None),
+                PasskeyCredential.created_at > now - NEW_DEVICE_NOTICE_FOR,
             )
             .order_by(PasskeyCredential.created_at, PasskeyCredential.id)
         )

@@ -375,9 +375,12 @@ class Dispatcher:
                 sa.update(Participant)
                 .where(
                     Participant.id == participant_id,
-                    sa.or_(Participant.banner_until.is_(None), Participant.banner_until < moment),
+                    sa.or_(
+                        Participant.home_notices_until.is_(None),
+                        Participant.home_notices_until < moment,
+                    ),
                 )
-                .values(banner_until=moment)
+                .values(home_notices_until=moment)
                 .execution_options(synchronize_session=False)
             )
 

@@ -207,7 +207,7 @@ def send_test(channel: str):
 
 def home_banner(participant: Participant, now: datetime) -> dict | None:
     """The in-app reminders shown on top of the home page, if any."""
-    if participant.banner_until is None or participant.banner_until <= now:
+    if participant.home_notices_until is None or participant.home_notices_until <= now:
         return None
     reminders = dispatch.banner_reminders(participant, now)
     if not reminders:
