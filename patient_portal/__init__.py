@@ -29,7 +29,18 @@ def create_app(test_config: dict | None = None) -> Flask:
 
 
 def _init_extensions(app: Flask) -> None:
-    from patient_portal import assets, audit, demo, errors, grants, i18n, origin, security, views
+    from patient_portal import (
+        assets,
+        audit,
+        demo,
+        errors,
+        grants,
+        i18n,
+        inputs,
+        origin,
+        security,
+        views,
+    )
     from patient_portal.accounts import auth
     from patient_portal.accounts import cli as accounts_cli
     from patient_portal.accounts import views as accounts_views
@@ -66,6 +77,7 @@ def _init_extensions(app: Flask) -> None:
     grants.init_app(app)
     assets.init_app(app)
     errors.init_app(app)
+    inputs.init_app(app)
     app.register_blueprint(views.bp)
     app.register_blueprint(accounts_views.bp)
     staff_views.init_app(app)

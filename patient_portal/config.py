@@ -223,7 +223,7 @@ def load_settings(instance_path: Path, environ: dict[str, str] | None = None) ->
         # No ping at every checkout (a round trip per request): connections idle for longer
         # than PORTAL_DB_PING_AFTER seconds are pinged instead (patient_portal.db), and none is
         # kept past an hour, under any server-side idle timeout.
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_recycle": 3600},
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_recycle": 3600, "hide_parameters": True},
         "PORTAL_DB_PING_AFTER": _positive_int(
             env.get("PORTAL_DB_PING_AFTER", "10"), "PORTAL_DB_PING_AFTER"
         ),

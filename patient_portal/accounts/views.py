@@ -28,6 +28,7 @@ from patient_portal.accounts.auth import require
 from patient_portal.errors import PortalError, rolled_back
 from patient_portal.extensions import db, limiter
 from patient_portal.i18n import LANGUAGE_COOKIE, format_date, format_time, viewer_locale_and_zone
+from patient_portal.inputs import json_text
 from patient_portal.security import current_session_record, end_session, start_authenticated_session
 from patient_portal.views import local_path
 
@@ -77,7 +78,8 @@ def _not_created():
 
 
 def _credential_body() -> str:
-    return request.get_data(as_text=True)
+    # Checked before py_webauthn parses it: a deeply nested body would exhaust its parser's stack.
+    return json_text()
 
 
 # --- enrolment ---------------------------------------------------------------------------------
@@ -242,7 +244,7 @@ def add_passkey_verify():
     return jsonify(redirect=url_for("accounts.settings"))
 
 
-@bp.post("/settings/passkeys/<int:passkey_id>/rename")
+@bp.post("/settings/passkeys/<id:passkey_id>/rename")
 @require("any")
 def rename_passkey(passkey_id: int):
     services.rename_passkey(current_user, passkey_id, request.form.get("nickname", ""))
@@ -250,7 +252,7 @@ def rename_passkey(passkey_id: int):
     return redirect(url_for("accounts.settings"), 303)
 
 
-@bp.post("/settings/passkeys/<int:passkey_id>/remove")
+@bp.post("/settings/passkeys/<id:passkey_id>/remove")
 @require("any")
 def remove_passkey(passkey_id: int):
     services.remove_passkey(current_user, passkey_id)
@@ -261,7 +263,8 @@ def remove_passkey(passkey_id: int):
 @bp.post("/settings/sessions/<session_id>/end")
 @require("any")
 def end_other_session(session_id: str):
-    services.end_session_by_id(current_user, session_id)
+    # The owner itself, not the proxy: the service compares the session's owner by identity.
+    services.end_session_by_id(current_user._get_current_object(), session_id)
     db.session.commit()
     return redirect(url_for("accounts.settings"), 303)
 

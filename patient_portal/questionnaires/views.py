@@ -300,7 +300,7 @@ def index():
     return _render("questionnaires/index.html", overview=overview)
 
 
-@bp.get("/questionnaires/<int:assignment_id>")
+@bp.get("/questionnaires/<id:assignment_id>")
 @filler
 def start(assignment: Assignment):
     """Where to go: the introduction, the first unanswered question, the review or the end."""
@@ -342,7 +342,7 @@ def _ensure_writable(assignment: Assignment) -> None:
         raise services.QuestionnaireError(code)
 
 
-@bp.get("/questionnaires/<int:assignment_id>/items/<item_id>")
+@bp.get("/questionnaires/<id:assignment_id>/items/<item_id>")
 @filler
 def item(assignment: Assignment, item_id: str):
     instrument, item = _load_item(assignment, item_id)
@@ -358,7 +358,7 @@ def item(assignment: Assignment, item_id: str):
     return _render(template, **context)
 
 
-@bp.post("/questionnaires/<int:assignment_id>/items/<item_id>")
+@bp.post("/questionnaires/<id:assignment_id>/items/<item_id>")
 @filler
 def answer(assignment: Assignment, item_id: str):
     instrument, item = _load_item(assignment, item_id)
@@ -421,14 +421,14 @@ def _review(assignment: Assignment, status: int = 200, error: str | None = None)
     )
 
 
-@bp.get("/questionnaires/<int:assignment_id>/review")
+@bp.get("/questionnaires/<id:assignment_id>/review")
 @filler
 def review(assignment: Assignment):
     _ensure_writable(assignment)
     return _review(assignment)
 
 
-@bp.post("/questionnaires/<int:assignment_id>/submit")
+@bp.post("/questionnaires/<id:assignment_id>/submit")
 @filler
 def submit(assignment: Assignment):
     services.submit(assignment, current_user, current_language())
@@ -436,7 +436,7 @@ def submit(assignment: Assignment):
     return redirect(url_for("questionnaires.done", assignment_id=assignment.id), 303)
 
 
-@bp.get("/questionnaires/<int:assignment_id>/done")
+@bp.get("/questionnaires/<id:assignment_id>/done")
 @filler
 def done(assignment: Assignment):
     if assignment.submission is None:
@@ -487,7 +487,7 @@ def staff_overview(study_id: str):
     )
 
 
-@bp.post("/staff/participants/<study_id>/alerts/<int:alert_id>/acknowledge")
+@bp.post("/staff/participants/<study_id>/alerts/<id:alert_id>/acknowledge")
 @require("staff")
 def acknowledge_alert(study_id: str, alert_id: int):
     participant = participant_of_visible_site(study_id, current_user)

@@ -31,6 +31,7 @@ from patient_portal.accounts.models import Participant
 from patient_portal.errors import PortalError, rolled_back
 from patient_portal.extensions import db, limiter
 from patient_portal.i18n import current_language, format_date, format_time
+from patient_portal.inputs import json_body
 from patient_portal.protocol.services import get_protocol
 from patient_portal.reminders import channels, dispatch, messages, planning
 from patient_portal.reminders import preferences as choices  # `preferences` is the page's view
@@ -159,9 +160,7 @@ def save_email():
 @require("participant")
 @limiter.limit("30/hour")
 def push_subscribe():
-    choices.add_subscription(
-        current_user, request.get_json(silent=True), request.headers.get("User-Agent", "")
-    )
+    choices.add_subscription(current_user, json_body(), request.headers.get("User-Agent", ""))
     db.session.commit()
     return jsonify(message=_("Notifications are on for this phone.")), 201
 
@@ -169,7 +168,7 @@ def push_subscribe():
 @bp.post("/reminders/push/unsubscribe")
 @require("participant")
 def push_unsubscribe():
-    data = request.get_json(silent=True)
+    data = json_body()
     endpoint = data.get("endpoint") if isinstance(data, dict) else None
     choices.remove_subscription(current_user, endpoint)
     db.session.commit()

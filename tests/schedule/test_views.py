@@ -295,7 +295,7 @@ def test_day0_change_asks_for_confirmation_listing_what_moves(
     [
         ("2026-13-01", "x", "valid date"),
         ("", "x", "valid date"),
-        ("1990-01-01", "x", "within two years"),
+        ("2010-01-01", "x", "within two years"),
         ("2030-01-01", "x", "within two years"),
         ("2026-12-08", "", "reason for changing day 0"),
     ],
