@@ -99,3 +99,34 @@ def test_a_questionnaire_item_costs_three_statements(app, make_participant, sign
     client = app.test_client()
     sign_in(client, participant)
     assert _statements(app, client, f"/questionnaires/{assignment.id}/items/raynaud") == 3
+
+
+def test_an_answer_costs_seven_statements(app, make_participant, sign_in, csrf_token):
+    """The session with its owner; the questionnaire locked with its submission; its answers;
+    the answer written; the audit stream's head taken, the event, the new head (issue 19)."""
+    participant = make_participant(day0=date.today() - timedelta(days=1))
+    assignment = db.session.scalars(
+        sa.select(Assignment).where(
+            Assignment.participant_id == participant.id, Assignment.series_code == "WEEKLY"
+        )
+    ).first()
+    assert assignment is not None
+    client = app.test_client()
+    sign_in(client, participant)
+    path = f"/questionnaires/{assignment.id}/items/raynaud"
+    token = csrf_token(client, path)
+    count = 0
+
+    def counter(_connection, _cursor, statement: str, *_args) -> None:
+        nonlocal count
+        if not statement.startswith(("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO")):
+            count += 1
+
+    headers = {"HX-Request": "true", "X-CSRFToken": token}
+    client.post(path, data={"value": "3"}, headers=headers)  # the first answer inserts
+    sa.event.listen(db.engine, "before_cursor_execute", counter)
+    try:
+        assert client.post(path, data={"value": "4"}, headers=headers).status_code == 200
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", counter)
+    assert count == 7

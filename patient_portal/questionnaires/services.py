@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import joinedload, selectinload
+from sqlalchemy.orm import Session, SessionTransaction, joinedload, selectinload
 
 from patient_portal import audit, clock
 from patient_portal.accounts.models import Participant, StaffUser
@@ -312,14 +312,38 @@ def participant_questionnaires(participant: Participant, now: datetime | None = 
 # Writing
 
 
+# Assignments this transaction has locked: the set lives as long as the transaction.
+_LOCKED = "locked_assignments"
+
+
+def locked_assignment(assignment_id: int) -> Assignment | None:
+    """The assignment read afresh and locked on PostgreSQL (FOR UPDATE of its row only), with
+    its submission, so answers and submit queue per assignment."""
+    assignment = db.session.get(
+        Assignment,
+        assignment_id,
+        options=[joinedload(Assignment.submission)],
+        with_for_update={"of": Assignment},
+        populate_existing=True,
+    )
+    if assignment is not None:
+        db.session.info.setdefault(_LOCKED, set()).add(assignment.id)
+    return assignment
+
+
 def _lock(assignment: Assignment) -> Assignment:
-    """Re-read the assignment, locked on PostgreSQL, so answers and submit queue per assignment."""
-    return db.session.scalars(
-        sa.select(Assignment)
-        .where(Assignment.id == assignment.id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).one()
+    """The assignment, locked for the rest of the transaction (read again unless it already is)."""
+    if assignment.id in db.session.info.get(_LOCKED, ()):
+        return assignment
+    locked = locked_assignment(assignment.id)
+    assert locked is not None  # the caller holds the loaded row
+    return locked
+
+
+@sa.event.listens_for(Session, "after_transaction_end")
+def _forget_locks(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:
+        session.info.pop(_LOCKED, None)
 
 
 def _check_writable(assignment: Assignment, now: datetime) -> None:
@@ -421,6 +445,8 @@ def submit(assignment: Assignment, actor: Actor, language: str) -> tuple[Submiss
         return db.session.scalars(
             sa.select(Submission).where(Submission.assignment_id == assignment.id)
         ).one(), False
+    # The loaded row knows its submission too: a second submit in this transaction finds it.
+    assignment.submission = submission
     assignment.status = "completed"
     if assignment.started_at is None:
         assignment.started_at = now

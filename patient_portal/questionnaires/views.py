@@ -136,7 +136,12 @@ def filler(view: Callable) -> Callable:
     def wrapped(assignment_id: int, **kwargs):
         if not current_user.is_authenticated:
             return answer_unauthenticated()
-        assignment = db.session.get(Assignment, assignment_id)
+        if request.method == "POST":
+            # A write: the row locked at once (answers and submit queue per questionnaire), with
+            # its submission, in one statement; the services find it locked already.
+            assignment = services.locked_assignment(assignment_id)
+        else:
+            assignment = db.session.get(Assignment, assignment_id)
         if assignment is None:
             abort(404)
         if current_user.is_staff:

@@ -332,6 +332,7 @@ def test_production_refuses_to_start_with_a_test_receiver(tmp_path):
         "PORTAL_ORIGIN": "https://portal.example.org",
         "PORTAL_RP_ID": "portal.example.org",
         "SECRET_KEY": "x" * 40,
+        "PORTAL_AUDIT_KEY": "a" * 40,
         "RATELIMIT_STORAGE_URI": "redis://127.0.0.1:6379/0",
         "PORTAL_PUSH_TEST_RECEIVERS": "127.0.0.1:8765",
     }
