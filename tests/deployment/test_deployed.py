@@ -59,6 +59,14 @@ def _phone(browser: Browser, locale: str, timezone: str) -> Page:
     return context.new_page()
 
 
+def _enrol(page: Page, link: str, button: str) -> None:
+    """Open an enrolment link and create a passkey with the phone's virtual authenticator."""
+    virtual_authenticator(page)
+    page.goto(link)
+    page.get_by_role("button", name=button).click()
+    page.wait_for_url(lambda url: "/enrol/" not in url)
+
+
 def _record_responses(page: Page, origin: str) -> list[Response]:
     seen: list[Response] = []
     page.on("response", lambda r: seen.append(r) if r.url.startswith(origin) else None)
@@ -120,10 +128,7 @@ def test_a_coordinator_and_a_participant_through_the_proxy(deployment: Deploymen
 
     desk = _phone(browser, "fr-CA", "America/Toronto")
     desk_responses = _record_responses(desk, deployment.origin)
-    virtual_authenticator(desk)
-    desk.goto(staff_link)
-    desk.get_by_role("button", name="Créer ma clé d’accès").click()
-    desk.wait_for_url(lambda url: "/enrol/" not in url)
+    _enrol(desk, staff_link, "Créer ma clé d’accès")
 
     desk.goto(deployment.origin + "/staff/participants")
     form = desk.locator("form[action='/staff/participants']")
@@ -136,10 +141,7 @@ def test_a_coordinator_and_a_participant_through_the_proxy(deployment: Deploymen
 
     phone = _phone(browser, "en-CA", "America/Toronto")
     phone_responses = _record_responses(phone, deployment.origin)
-    virtual_authenticator(phone)
-    phone.goto(participant_link)
-    phone.get_by_role("button", name="Create my passkey").click()
-    phone.wait_for_url(lambda url: "/enrol/" not in url)
+    _enrol(phone, participant_link, "Create my passkey")
 
     phone.goto(deployment.origin + "/questionnaires")
     phone.get_by_role("link", name=re.compile("Your overall health")).click()
