@@ -96,5 +96,6 @@ def _connect_features(app: Flask) -> None:
     signals.reminder_preferences_changed.connect(reminders_planning.plan_reminders, weak=False)
     app.extensions["home_sections"] = [
         HomeSection("questionnaires/_home_section.html", questionnaires_views.home_section),
+        HomeSection("questionnaires/_report_section.html", questionnaires_views.report_section),
         HomeSection("reminders/_home_banner.html", reminders_views.home_banner),
     ]

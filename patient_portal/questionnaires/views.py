@@ -12,11 +12,13 @@ from datetime import datetime, timedelta
 from functools import wraps
 from typing import Any
 
+from babel.dates import format_timedelta
 from flask import Blueprint, abort, redirect, render_template, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
 from htmx_flask import request
 
+from patient_portal import clock
 from patient_portal.accounts.auth import (
     answer_unauthenticated,
     participant_of_visible_site,
@@ -26,9 +28,17 @@ from patient_portal.accounts.auth import (
 from patient_portal.accounts.models import Participant
 from patient_portal.errors import rolled_back
 from patient_portal.extensions import db
-from patient_portal.i18n import current_language, format_date, format_datetime, format_number
+from patient_portal.i18n import (
+    babel_locale,
+    current_language,
+    format_date,
+    format_datetime,
+    format_number,
+    local_datetime,
+    viewer_locale_and_zone,
+)
 from patient_portal.protocol.services import get_protocol
-from patient_portal.questionnaires import services
+from patient_portal.questionnaires import alerts, services
 from patient_portal.questionnaires.engine import (
     AnswerError,
     first_unanswered,
@@ -41,7 +51,7 @@ from patient_portal.questionnaires.engine import (
 )
 from patient_portal.questionnaires.instrument import Instrument, Item
 from patient_portal.questionnaires.loader import get_instrument, get_instruments
-from patient_portal.questionnaires.models import Alert, Assignment
+from patient_portal.questionnaires.models import Assignment
 
 bp = Blueprint("questionnaires", __name__)
 
@@ -265,6 +275,7 @@ def _item_context(
         "back_url": _item_url(assignment, before, review=from_review) if before else None,
         "from_review": from_review,
         "on_behalf": current_user.is_staff,
+        "urgent_site": _urgent_site(assignment, instrument),
         "error": None,
         "saved": False,
         "fragment": _is_fragment(),
@@ -272,8 +283,69 @@ def _item_context(
     }
 
 
+def _urgent_site(assignment: Assignment, instrument: Instrument):
+    """The participant's site, whose numbers to show, once an answer raised an urgent alert."""
+    if current_user.is_staff or not instrument.alerts_on_answer:
+        return None
+    return _site(assignment) if alerts.urgent_raised(assignment) else None
+
+
 # ---------------------------------------------------------------------------------------------
 # Participant pages
+
+
+# Reports and diaries whose alerts the participant sees followed up on the home page.
+REPORTS_SHOWN_FOR = timedelta(days=14)
+
+
+def report_section(participant: Participant, now: datetime) -> dict:
+    """The "report a symptom" part of the home page, with whether the team saw recent ones."""
+    locale = get_protocol().site(participant.site_code).formatting_locale(current_language())
+    zone = get_protocol().site(participant.site_code).zone
+    followed = [
+        {
+            "title": get_instrument(a.instrument_id).title.get(current_language()),
+            "sent": format_date(
+                a.submission.submitted_at if a.submission else a.created_at, locale, zone, "long"
+            ),
+            "seen": format_date(seen, locale, zone, "long") if seen else None,
+        }
+        for a, seen in alerts.reports_seen(participant, now - REPORTS_SHOWN_FOR)
+    ]
+    return {
+        "site": get_protocol().site(participant.site_code),
+        "enabled": get_protocol().unscheduled is not None and participant.status != "withdrawn",
+        "followed": followed,
+    }
+
+
+def alert_facts(alert: Any) -> dict:
+    """What staff read about an alert (an Alert row or a dashboard line), in their language."""
+    language = current_language()
+    locale, _zone = viewer_locale_and_zone()
+    instrument_id = getattr(alert, "instrument_id", None) or (
+        alert.assignment.instrument_id if getattr(alert, "assignment", None) else None
+    )
+    now = clock.now()
+    due = alert.due_at
+    outcome = getattr(alert, "outcome", None)
+    return {
+        "severity": alert.severity,
+        "severity_label": alerts.SEVERITY_LABELS[alert.severity],
+        "label": alerts.alert_label(instrument_id, alert.rule_id, alert.item_id, language),
+        "answer": alerts.answer_text(
+            instrument_id, alert.rule_id, alert.item_id, alert.value, language, locale
+        ),
+        "raised": local_datetime(alert.created_at),
+        "age": format_timedelta(
+            alert.created_at - now, add_direction=True, locale=babel_locale(locale)
+        ),
+        "due": local_datetime(due) if due else None,
+        "overdue": due is not None and due <= now and not getattr(alert, "acknowledged_at", None),
+        "escalated": local_datetime(alert.escalated_at) if alert.escalated_at else None,
+        "outcome": alerts.OUTCOME_LABELS[outcome] if outcome else None,
+        "outcomes": alerts.OUTCOME_LABELS,
+    }
 
 
 def home_section(participant: Participant, now: datetime) -> dict:
@@ -290,6 +362,7 @@ def _questionnaire_helpers() -> dict:
         ),
         "questionnaire_last_day": _last_day,
         "questionnaire_local_date": _local_date,
+        "alert_facts": alert_facts,
     }
 
 
@@ -298,6 +371,15 @@ def _questionnaire_helpers() -> dict:
 def index():
     overview = services.participant_questionnaires(current_user)
     return _render("questionnaires/index.html", overview=overview)
+
+
+@bp.post("/questionnaires/report")
+@require("participant")
+def report():
+    """Start a symptom report (or go back to the one left unfinished)."""
+    assignment = services.start_report(current_user)
+    db.session.commit()
+    return redirect(url_for("questionnaires.start", assignment_id=assignment.id), 303)
 
 
 @bp.get("/questionnaires/<int:assignment_id>")
@@ -447,6 +529,7 @@ def done(assignment: Assignment):
         instrument=get_instrument(assignment.instrument_id),
         lang=current_language(),
         alerts=services.alerts_of(assignment),
+        urgent=any(alert.severity == "urgent" for alert in services.alerts_of(assignment)),
         site=_site(assignment),
         sent_on=_local_date(assignment.submission.submitted_at, assignment),
         on_behalf=current_user.is_staff,
@@ -482,18 +565,12 @@ def staff_overview(study_id: str):
         participant=participant,
         overview=overview,
         submitted=submitted,
-        alerts=services.open_alerts(participant),
-        alert_time=lambda alert: format_datetime(alert.created_at, locale, site.zone, "medium"),
+        alerts=alerts.open_alerts(participant),
     )
 
 
 @bp.post("/staff/participants/<study_id>/alerts/<int:alert_id>/acknowledge")
 @require("staff")
 def acknowledge_alert(study_id: str, alert_id: int):
-    participant = participant_of_visible_site(study_id, current_user)
-    alert = db.session.get(Alert, alert_id)
-    if alert is None or alert.participant_id != participant.id:
-        abort(404)
-    services.acknowledge_alert(alert, current_user, request.form.get("note"))
-    db.session.commit()
-    return redirect(url_for("questionnaires.staff_overview", study_id=study_id), 303)
+    """The former address of acknowledging: one endpoint does it now (307 keeps the form)."""
+    return redirect(url_for("workspace.acknowledge_alert", alert_id=alert_id), 307)

@@ -62,6 +62,8 @@ def test_shipped_instruments_all_load():
         "patient_global",
         "daily_life_hands",
         "quality_of_life",
+        "post_infusion_diary",
+        "symptom_report",
     }
 
 
