@@ -8,7 +8,7 @@ An item page is a full page; when htmx posts an answer it gets the item fragment
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from functools import wraps
 from typing import Any
 
@@ -34,6 +34,7 @@ from patient_portal.i18n import (
     format_date,
     format_datetime,
     format_number,
+    format_time,
     local_datetime,
     viewer_locale_and_zone,
 )
@@ -120,8 +121,15 @@ def _local_date(moment, assignment: Assignment, format: str = "full") -> str:
 
 
 def _last_day(assignment: Assignment) -> str:
-    """The last local day an assignment is open (it closes at the next local midnight)."""
-    return _local_date(assignment.closes_at - timedelta(microseconds=1), assignment)
+    """The last local day an assignment is open (it closes at the next local midnight), with
+    the closing time for one that closes during the day (the diary, in the morning)."""
+    closes = assignment.closes_at.astimezone(_site(assignment).zone)
+    day = _local_date(assignment.closes_at - timedelta(microseconds=1), assignment)
+    if closes.time() == time.min:
+        return day
+    return (
+        f"{day}, {format_time(assignment.closes_at, _locale(assignment), _site(assignment).zone)}"
+    )
 
 
 def _is_fragment() -> bool:
