@@ -337,20 +337,24 @@ def alert_facts(alert: Any) -> dict:
     now = clock.now()
     due = alert.due_at
     outcome = getattr(alert, "outcome", None)
+    label = alerts.alert_label(instrument_id, alert.rule_id, alert.item_id, language)
+    answer = alerts.answer_text(
+        instrument_id, alert.rule_id, alert.item_id, alert.value, language, locale
+    )
+    age = (
+        format_timedelta(alert.created_at - now, add_direction=True, locale=babel_locale(locale))
+        if now - alert.created_at >= timedelta(minutes=1)
+        else _("just now")
+    )
     return {
         "severity": alert.severity,
         "severity_label": alerts.SEVERITY_LABELS[alert.severity],
-        "label": alerts.alert_label(instrument_id, alert.rule_id, alert.item_id, language),
-        "answer": alerts.answer_text(
-            instrument_id, alert.rule_id, alert.item_id, alert.value, language, locale
-        ),
-        "raised": local_datetime(alert.created_at),
-        "age": format_timedelta(
-            alert.created_at - now, add_direction=True, locale=babel_locale(locale)
-        ),
-        "due": local_datetime(due) if due else None,
+        "what": _("%(label)s: %(answer)s", label=label, answer=answer) if answer else label,
+        "raised": local_datetime(alert.created_at, "short"),
+        "age": age,
+        "due": local_datetime(due, "short") if due else None,
         "overdue": due is not None and due <= now and not getattr(alert, "acknowledged_at", None),
-        "escalated": local_datetime(alert.escalated_at) if alert.escalated_at else None,
+        "escalated": local_datetime(alert.escalated_at, "short") if alert.escalated_at else None,
         "outcome": alerts.OUTCOME_LABELS[outcome] if outcome else None,
         "outcomes": alerts.OUTCOME_LABELS,
     }

@@ -60,7 +60,7 @@ WORDS = {
 }
 
 
-def _look(page, name: str, tap_targets: bool = True) -> None:
+def _look(page, name: str, tap_targets: bool = True, focus: str | None = None) -> None:
     """The screen as it is, then at 320 px with 200 % text: accessible, fitting, and for the
     participant's screens every target at least 44×44 px (as the accessibility sweep asks)."""
     assert_accessible(page)
@@ -71,9 +71,13 @@ def _look(page, name: str, tap_targets: bool = True) -> None:
     if SHOTS:
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=f"{SHOTS}/{name}-390.png", full_page=True)
+        if focus:
+            page.locator(focus).first.screenshot(path=f"{SHOTS}/{name}-390-part.png")
     assert horizontal_overflow_at_320_and_200_percent(page) <= 0
     if SHOTS:
         page.screenshot(path=f"{SHOTS}/{name}-320-200.png", full_page=True)
+        if focus:
+            page.locator(focus).first.screenshot(path=f"{SHOTS}/{name}-320-200-part.png")
     page.set_viewport_size(PHONE)
     page.reload()
 
@@ -119,7 +123,7 @@ def test_a_fever_after_an_infusion_reaches_the_team_and_the_participant_sees_it_
     phone.get_by_role("button", name=words["fever"]).tap()
     # Whom to call, at once, before the diary is finished.
     expect(phone.get_by_role("alert")).to_contain_text(words["call"])
-    _look(phone, f"diary-urgent-{locale}")
+    _look(phone, f"diary-urgent-{locale}", focus=".notice-urgent")
 
     dispatcher = Dispatcher()
     counts = dispatcher.run_once()
@@ -138,7 +142,7 @@ def test_a_fever_after_an_infusion_reaches_the_team_and_the_participant_sees_it_
     card = desk.locator(".alert-card").first
     expect(card).to_contain_text(words["label"])
     expect(card).to_contain_text(words["fever"])
-    _look(desk, f"dashboard-alert-{locale}", tap_targets=False)
+    _look(desk, f"dashboard-alert-{locale}", tap_targets=False, focus=".alert-card")
     card = desk.locator(".alert-card").first
     card.get_by_label(words["outcome"]).check()
     card.get_by_role("button", name=words["acknowledge"]).tap()
@@ -146,4 +150,4 @@ def test_a_fever_after_an_infusion_reaches_the_team_and_the_participant_sees_it_
 
     phone.goto(f"{live_server}/home")
     expect(phone.get_by_text(words["seen"])).to_be_visible()
-    _look(phone, f"home-seen-{locale}")
+    _look(phone, f"home-seen-{locale}", focus=".report-home")

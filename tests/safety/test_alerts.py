@@ -221,14 +221,12 @@ def test_staff_read_the_alert_with_its_answer_age_and_target_in_their_language(
     now.set(local(date(2026, 12, 2), 12, 0, zone))
     sign_in(client, team[0])
     page = client.get("/staff/dashboard").get_data(as_text=True)
-    assert "Temperature 38.0 °C or higher: <strong>38.0 to 38.4 °C</strong>" in page
+    assert "Temperature 38.0 °C or higher: 38.0 to 38.4 °C" in page
     assert "3 hours ago" in page and "Respond by" in page and "fever" not in page
     team[0].language = "fr"
     db.session.commit()
     page = client.get("/staff/participants/" + participant.study_id).get_data(as_text=True)
-    assert "Température de 38,0 °C ou plus : <strong>38,0 à 38,4 °C</strong>" in page or (
-        "Température de 38,0 °C ou plus: <strong>38,0 à 38,4 °C</strong>" in page
-    )
+    assert "Température de 38,0 °C ou plus : 38,0 à 38,4 °C" in page
     now.set(local(date(2026, 12, 2), 16, 0, zone))  # 4 working hours from 09:00: 13:00
     sign_in(client, team[0])  # a staff session ends after 30 idle minutes
     page = client.get("/staff/dashboard").get_data(as_text=True)
