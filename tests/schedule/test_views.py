@@ -135,7 +135,11 @@ def test_home_in_english_and_infusion_stands_out_by_text(client, sign_in, planne
 
 def test_home_leaves_room_for_other_features(client, sign_in, participant, app):
     templates = [section.template for section in app.extensions["home_sections"]]
-    assert templates == ["questionnaires/_home_section.html", "reminders/_home_banner.html"]
+    assert templates == [
+        "questionnaires/_home_section.html",
+        "questionnaires/_report_section.html",
+        "reminders/_home_banner.html",
+    ]
     sign_in(client, participant)
     assert client.get("/home").status_code == 200
 
