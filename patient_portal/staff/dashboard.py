@@ -267,7 +267,7 @@ def _matrix_participants(filters: Filters, now: datetime) -> sa.Select:
         query = query.where(Participant.study_id.startswith(filters.study_id, autoescape=True))
     if not (filters.visit or filters.instrument or filters.state):
         return query
-    series_codes = {series.code for series in get_protocol().series}
+    series_codes = set(get_protocol().series_codes())
     correlated = filters.state != "open"
     if filters.visit and filters.visit not in series_codes:
         # Through the participant's visit (one index probe), then its questionnaires.

@@ -240,3 +240,11 @@ def test_a_site_without_working_days_is_refused(app):
         alerts.add_working_time(
             datetime(2027, 1, 1, tzinfo=UTC), 60, _zone("JGH"), WorkingHours(days=())
         )
+
+
+def test_the_dashboard_follows_each_infusions_diary(infused, team, client, sign_in):
+    infused("JGH", date(2026, 12, 1))
+    sign_in(client, team[0])
+    page = client.get("/staff/dashboard?visit=DIARY_M0").get_data(as_text=True)
+    assert "1 participant matches these filters." in page
+    assert "Daily diary after your infusion — Infusion 1 (month 0)" in page
