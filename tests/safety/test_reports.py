@@ -176,3 +176,30 @@ def test_nothing_in_the_diary_reports_alerts_or_their_e_mails_can_carry_an_alloc
     # file's series depends on a participant.
     assert [vs.after_visits for vs in protocol.visit_series] == [("M0", "M3")]
     assert {v.code for v in protocol.visits if v.is_infusion} == {"M0", "M3"}
+
+
+def test_reminders_open_each_diary_day_once_and_never_chase_a_report(infused, now):
+    from patient_portal.reminders.models import Reminder
+    from patient_portal.reminders.planning import plan_reminders
+
+    participant = infused("JGH", date(2026, 12, 1))
+    services.start_report(participant)
+    plan_reminders(participant)
+    db.session.commit()
+    subjects = db.session.scalars(
+        sa.select(Reminder.subject).where(Reminder.participant_id == participant.id)
+    ).all()
+    ids = {a.id: a for a in diary(participant)}
+    report = db.session.scalars(
+        sa.select(Assignment).where(Assignment.series_code == "REPORT")
+    ).one()
+    about = [s for s in subjects if s.startswith("questionnaire:one:")]
+    diary_moments = sorted(
+        (ids[int(s.split(":")[2])].occurrence, s.split(":")[3])
+        for s in about
+        if int(s.split(":")[2]) in ids
+    )
+    # Only the reminders within the planning horizon exist; each day has "opens" only.
+    assert diary_moments and {moment for _day, moment in diary_moments} == {"opens"}
+    assert len(diary_moments) == len({day for day, _moment in diary_moments})
+    assert not any(s.startswith(f"questionnaire:one:{report.id}:") for s in subjects)
