@@ -19,7 +19,7 @@ VENDOR := static/vendor/htmx.min.js static/vendor/simplewebauthn-browser.umd.min
 # Pre-compressed copies that WhiteNoise serves to browsers sending Accept-Encoding: gzip.
 COMPRESSED := $(VENV)/.static-compressed
 
-.PHONY: run setup test lint lock translations bench clean
+.PHONY: run install setup test lint lock translations bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -76,7 +76,11 @@ $(COMPRESSED): $(VENDOR) $(shell find static -type f -not -name '*.gz' -not -nam
 translations/%/LC_MESSAGES/messages.mo: translations/%/LC_MESSAGES/messages.po $(VENV)/.installed
 	$(BIN)/pybabel compile -d translations -l $*
 
-setup: $(VENV)/.installed $(VENDOR) $(COMPRESSED) translations/fr/LC_MESSAGES/messages.mo
+# What a server needs to run the portal: packages, front-end files, compiled translations.
+install: $(VENV)/.installed $(VENDOR) $(COMPRESSED) translations/fr/LC_MESSAGES/messages.mo
+
+# A development copy: the above, a migrated SQLite database and the demo people.
+setup: install
 	$(BIN)/flask db upgrade
 	$(BIN)/flask demo load
 
@@ -109,6 +113,8 @@ lint: $(VENV)/.installed-test
 	$(BIN)/mypy
 
 bench: $(VENV)/.installed-test node_modules/.dev-installed $(VENDOR) translations/fr/LC_MESSAGES/messages.mo
+	@# wrk, an event-loop load client in C that leaves the cores to the servers it measures.
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null; }
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.reminders
 	$(BIN)/python -m bench.dashboard --sizes $(BENCH_DASHBOARD_SIZES)

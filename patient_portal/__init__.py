@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from flask import Flask
 
 from patient_portal.config import ConfigError, load_settings
-from patient_portal.db import set_sqlite_pragmas
+from patient_portal.db import ping_connections_idle_for, set_sqlite_pragmas
 from patient_portal.protocol.services import ProtocolError
 
 
@@ -29,7 +29,18 @@ def create_app(test_config: dict | None = None) -> Flask:
 
 
 def _init_extensions(app: Flask) -> None:
-    from patient_portal import assets, audit, demo, errors, i18n, origin, security, views
+    from patient_portal import (
+        assets,
+        audit,
+        demo,
+        errors,
+        grants,
+        i18n,
+        inputs,
+        origin,
+        security,
+        views,
+    )
     from patient_portal.accounts import auth
     from patient_portal.accounts import cli as accounts_cli
     from patient_portal.accounts import views as accounts_views
@@ -52,6 +63,8 @@ def _init_extensions(app: Flask) -> None:
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
             sa.event.listen(db.engine, "connect", set_sqlite_pragmas)
+        else:
+            ping_connections_idle_for(db.engine, app.config["PORTAL_DB_PING_AFTER"])
     migrate.init_app(app, db, directory=str(Path(app.root_path).parent / "migrations"))
     csrf.init_app(app)
     origin.init_app(app)
@@ -61,8 +74,10 @@ def _init_extensions(app: Flask) -> None:
     security.init_app(app)
     auth.init_app(app)
     audit.init_app(app)
+    grants.init_app(app)
     assets.init_app(app)
     errors.init_app(app)
+    inputs.init_app(app)
     app.register_blueprint(views.bp)
     app.register_blueprint(accounts_views.bp)
     staff_views.init_app(app)
@@ -84,6 +99,7 @@ def _connect_features(app: Flask) -> None:
     are made; docs/architecture.md has the same table.
     """
     from patient_portal import planning, signals
+    from patient_portal.accounts import views as accounts_views
     from patient_portal.questionnaires import services as questionnaires_services
     from patient_portal.questionnaires import views as questionnaires_views
     from patient_portal.reminders import planning as reminders_planning
@@ -94,7 +110,9 @@ def _connect_features(app: Flask) -> None:
     signals.participant_withdrawn.connect(questionnaires_services.close_for_withdrawal, weak=False)
     signals.participant_withdrawn.connect(reminders_planning.cancel_reminders_for, weak=False)
     signals.reminder_preferences_changed.connect(reminders_planning.plan_reminders, weak=False)
+    signals.replacement_passkey_added.connect(reminders_planning.notify_new_device, weak=False)
     app.extensions["home_sections"] = [
+        HomeSection("accounts/_new_device_banner.html", accounts_views.new_device_banner),
         HomeSection("questionnaires/_home_section.html", questionnaires_views.home_section),
         HomeSection("questionnaires/_report_section.html", questionnaires_views.report_section),
         HomeSection("reminders/_home_banner.html", reminders_views.home_banner),

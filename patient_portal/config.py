@@ -74,7 +74,8 @@ def _hour(value: str, name: str) -> int:
 
 
 def _reminder_settings(env, origin: str) -> dict:
-    """Reminders: SMTP, Web Push (VAPID), the contact-details key and planning hours.
+    """Reminders: SMTP, Web Push (VAPID, the push services allowed), the contact-details key
+    and planning hours.
 
     Keys left empty are generated once into instance/ (patient_portal.reminders.channels); with
     several app servers, set them so that every server uses the same ones.
@@ -88,6 +89,41 @@ def _reminder_settings(env, origin: str) -> dict:
         raise ConfigError(
             f"PORTAL_VAPID_SUBJECT must start with mailto: or https://, not {subject!r}"
         )
+    # The push services of the browsers (Chrome and other Chromium browsers, Firefox, Edge on
+    # Windows, Safari): the server posts only there (patient_portal.reminders.channels).
+    push_hosts = tuple(
+        entry.strip().lower()
+        for entry in env.get(
+            "PORTAL_PUSH_HOSTS",
+            "fcm.googleapis.com,updates.push.services.mozilla.com,*.notify.windows.com,"
+            "web.push.apple.com,*.push.apple.com",
+        ).split(",")
+        if entry.strip()
+    )
+    for entry in push_hosts:
+        name = entry.removeprefix("*.")
+        if "." not in name or not all(
+            label and label.replace("-", "").isalnum() for label in name.split(".")
+        ):
+            raise ConfigError(
+                f"PORTAL_PUSH_HOSTS must be host names like fcm.googleapis.com or "
+                f"*.push.apple.com, not {entry!r}"
+            )
+    # Tests only: the local push receiver, a loopback address and port, never in production.
+    test_receivers = []
+    for entry in env.get("PORTAL_PUSH_TEST_RECEIVERS", "").split(","):
+        if not entry.strip():
+            continue
+        host, _, port = entry.strip().rpartition(":")
+        host = host.strip("[]")
+        if host not in ("127.0.0.1", "::1") or not port.isdigit():
+            raise ConfigError(
+                f"PORTAL_PUSH_TEST_RECEIVERS must be 127.0.0.1:<port> or [::1]:<port>, "
+                f"not {entry!r}"
+            )
+        test_receivers.append((host, int(port)))
+    if test_receivers and env.get("PORTAL_ENV") == "production":
+        raise ConfigError("PORTAL_PUSH_TEST_RECEIVERS is for tests; it is refused in production")
     return {
         "PORTAL_SMTP_HOST": env.get("PORTAL_SMTP_HOST", ""),
         "PORTAL_SMTP_PORT": _positive_int(env.get("PORTAL_SMTP_PORT", "25"), "PORTAL_SMTP_PORT"),
@@ -103,6 +139,8 @@ def _reminder_settings(env, origin: str) -> dict:
         "PORTAL_PUSH_TIMEOUT": _positive_int(
             env.get("PORTAL_PUSH_TIMEOUT", "10"), "PORTAL_PUSH_TIMEOUT"
         ),
+        "PORTAL_PUSH_HOSTS": push_hosts,
+        "PORTAL_PUSH_TEST_RECEIVERS": tuple(test_receivers),
         "PORTAL_CONTACT_KEY": env.get("PORTAL_CONTACT_KEY", ""),
         "PORTAL_REMINDER_HOUR": _hour(
             env.get("PORTAL_REMINDER_HOUR", "18"), "PORTAL_REMINDER_HOUR"
@@ -132,6 +170,17 @@ def load_settings(instance_path: Path, environ: dict[str, str] | None = None) ->
         raise ConfigError("SECRET_KEY must be set to at least 32 random characters in production")
     if not secret_key:
         secret_key = _instance_file_secret(instance_path, "secret_key")
+
+    audit_key = env.get("PORTAL_AUDIT_KEY", "")
+    if production and len(audit_key) < 32:
+        raise ConfigError(
+            "PORTAL_AUDIT_KEY must be set to at least 32 random characters in production"
+        )
+    if not audit_key:
+        audit_key = _instance_file_secret(instance_path, "audit_key")
+    checkpoint_file = env.get("PORTAL_AUDIT_CHECKPOINT_FILE") or str(
+        instance_path / "audit-checkpoints.jsonl"
+    )
 
     database_url = env.get("DATABASE_URL") or f"sqlite:///{instance_path / 'portal.sqlite3'}"
     if database_url.startswith("postgres://"):
@@ -166,8 +215,18 @@ def load_settings(instance_path: Path, environ: dict[str, str] | None = None) ->
     return {
         "PORTAL_ENV": portal_env,
         "SECRET_KEY": secret_key,
+        # The audit chains' key: never in the database, so whoever edits the database cannot
+        # re-chain what they changed (docs/audit.md).
+        "PORTAL_AUDIT_KEY": audit_key,
+        "PORTAL_AUDIT_CHECKPOINT_FILE": checkpoint_file,
         "SQLALCHEMY_DATABASE_URI": database_url,
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        # No ping at every checkout (a round trip per request): connections idle for longer
+        # than PORTAL_DB_PING_AFTER seconds are pinged instead (patient_portal.db), and none is
+        # kept past an hour, under any server-side idle timeout.
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_recycle": 3600, "hide_parameters": True},
+        "PORTAL_DB_PING_AFTER": _positive_int(
+            env.get("PORTAL_DB_PING_AFTER", "10"), "PORTAL_DB_PING_AFTER"
+        ),
         "PORTAL_ORIGIN": origin,
         # How many proxies in front of the app set X-Forwarded-For/-Proto/-Host: their values are
         # trusted that many hops deep and no further (patient_portal.origin).

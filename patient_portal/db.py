@@ -1,7 +1,10 @@
-"""Declarative base, the schema's naming convention and a UTC datetime column type."""
+"""Declarative base, the schema's naming convention, a UTC datetime column type, and the
+connection pool's checks."""
 
 from __future__ import annotations
 
+import contextlib
+import time
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -51,3 +54,32 @@ def set_sqlite_pragmas(dbapi_connection, connection_record) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
+
+
+def ping_connections_idle_for(engine: sa.Engine, seconds: float) -> None:
+    """Check a pooled connection with `SELECT 1` only when it has sat unused for `seconds`.
+
+    A connection taken again within moments of its last request is alive; pinging it (as
+    `pool_pre_ping` does at every checkout) costs a round trip per request for nothing. One that
+    waited longer may have been closed by a database restart or an idle timeout: it is pinged,
+    and if the ping fails the pool discards it and connects again before the request sees it
+    (SQLAlchemy's "pessimistic" recipe, raising DisconnectionError at checkout).
+    """
+
+    @sa.event.listens_for(engine, "checkin")
+    def remember_when(dbapi_connection, record) -> None:
+        record.info["returned_at"] = time.monotonic()
+
+    @sa.event.listens_for(engine, "checkout")
+    def ping_if_idle(dbapi_connection, record, proxy) -> None:
+        returned_at = record.info.get("returned_at")
+        if returned_at is None or time.monotonic() - returned_at <= seconds:
+            return
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SELECT 1")
+        except Exception as error:
+            raise sa.exc.DisconnectionError() from error
+        finally:
+            with contextlib.suppress(Exception):  # a dead connection may refuse even that
+                cursor.close()

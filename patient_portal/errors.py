@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import traceback
 
 from flask import Flask, jsonify, render_template
 from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError
 from htmx_flask import request
+from sqlalchemy.exc import StatementError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from patient_portal.extensions import db
@@ -104,7 +106,22 @@ def handle_portal_error(error: PortalError):
 def handle_unexpected_error(error: Exception):
     if isinstance(error, HTTPException):
         return handle_http_error(error)
-    log.exception("Unhandled error on %s %s", request.method, request.path)
+    if isinstance(error, StatementError):
+        # The database's own message can quote the values (PostgreSQL's DETAIL "Key (email)=
+        # (...) already exists", "Failing row contains (...)"), and the engine hides only the
+        # parameters: the log gets the statement, the error's class and code, and the stack.
+        log.error(
+            "Unhandled database error on %s %s: %s (%s, SQLSTATE %s)\n%s\n%s",
+            request.method,
+            request.path,
+            type(error).__name__,
+            type(error.orig).__name__,
+            getattr(error.orig, "sqlstate", None),
+            error.statement,
+            "".join(traceback.format_tb(error.__traceback__)),
+        )
+    else:
+        log.exception("Unhandled error on %s %s", request.method, request.path)
     return render_error(InternalServerError.code)
 
 

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from flask import Flask, Request, Response, request
 from flask.sessions import SessionInterface, SessionMixin
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+from sqlalchemy.orm import joinedload
 from werkzeug.datastructures import CallbackDict
 
 from patient_portal import clock
@@ -123,7 +124,12 @@ class ServerSessionInterface(SessionInterface):
         if "." in token:
             # A signed anonymous cookie: server tokens are URL-safe base64, without dots.
             return ServerSession(_anonymous_data(app, token))
-        record = db.session.get(AuthSession, token_digest(token))
+        # The row and its owner in one statement: every signed-in page needs both.
+        record = db.session.get(
+            AuthSession,
+            token_digest(token),
+            options=[joinedload(AuthSession.participant), joinedload(AuthSession.staff)],
+        )
         now = clock.now()
         if record is None or not session_is_live(record, now):
             return ServerSession()

@@ -23,3 +23,9 @@ reminder_preferences_changed = _portal.signal("reminder-preferences-changed")
 """Sender: a participant who changed how reminders reach them (channels, quiet hours, e-mail
 address, a phone's notifications). The reminder planner re-plans; it reads those choices, so the
 preferences cannot call it without an import cycle."""
+
+replacement_passkey_added = _portal.signal("replacement-passkey-added")
+"""Sender: a participant to whose account a passkey was just added from a replacement enrolment
+link (issued while they already had one); `added_at` is when. The participant is told on every
+channel they chose that can carry it (the e-mail), since the link may not have been used by
+them."""

@@ -22,13 +22,32 @@ class NonexistentLocalTime(PortalError):
     status = 422
 
 
+# Every date a person types (dashboard and audit periods, day 0, appointments) lies in these
+# bounds: beyond them dates overflow the wall-clock conversions (year 1, 9999-12-31 23:00) and
+# PostgreSQL's 32-bit epoch arithmetic (after 19 January 2038). The trial runs 2020-2037.
+DATE_EARLIEST = date(2000, 1, 1)
+DATE_LATEST = date(2037, 12, 31)
+
+
 def parse_day(text: str | None, message: str, field: str | None = None, status: int = 422) -> date:
     """A day on the wall calendar written year-month-day (what `<input type=date>` sends and
-    the query strings carry), or a PortalError with the caller's `message`."""
+    the query strings carry), or a PortalError with the caller's `message`; a day outside
+    DATE_EARLIEST..DATE_LATEST is refused with a message naming the bounds."""
     try:
-        return date.fromisoformat((text or "").strip())
+        day = date.fromisoformat((text or "").strip())
     except ValueError:
         raise PortalError(message, status, field) from None
+    if not DATE_EARLIEST <= day <= DATE_LATEST:
+        raise PortalError(
+            _(
+                "Please give a date between the years %(first)d and %(last)d.",
+                first=DATE_EARLIEST.year,
+                last=DATE_LATEST.year,
+            ),
+            status,
+            field,
+        )
+    return day
 
 
 def local_today(zone: ZoneInfo, now: datetime) -> date:

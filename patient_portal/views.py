@@ -13,25 +13,25 @@ from sqlalchemy.exc import SQLAlchemyError
 from patient_portal import audit
 from patient_portal.extensions import db
 from patient_portal.i18n import LANGUAGE_COOKIE, LANGUAGES
+from patient_portal.inputs import has_control_character
 from patient_portal.protocol.services import get_protocol
 
 bp = Blueprint("core", __name__)
 
 ONE_YEAR = 365 * 24 * 3600
+LOCAL_PATH_MAX = 2000
 
 
 def local_path(target: str | None, default: str = "/") -> str:
-    """Only a path on this site may be a redirect target (no open redirect)."""
-    if not target:
+    """Only a plain path on this site may be a redirect target: no scheme or host (no open
+    redirect), no `//` or backslash (which browsers read as a host), and no control character
+    (CR/LF would split the Location header)."""
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return default
+    if "\\" in target or has_control_character(target) or len(target) > LOCAL_PATH_MAX:
         return default
     parts = urlsplit(target)
-    if (
-        parts.scheme
-        or parts.netloc
-        or not target.startswith("/")
-        or target.startswith("//")
-        or "\\" in target
-    ):
+    if parts.scheme or parts.netloc:
         return default
     return target
 

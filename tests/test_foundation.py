@@ -39,6 +39,7 @@ def test_hsts_only_in_production(app, make_app, monkeypatch):
     monkeypatch.setenv("PORTAL_ENV", "production")
     monkeypatch.setenv("SECRET_KEY", "x" * 40)
     monkeypatch.setenv("PORTAL_ORIGIN", "https://localhost")
+    monkeypatch.setenv("PORTAL_AUDIT_KEY", "a" * 40)
     monkeypatch.setenv("RATELIMIT_STORAGE_URI", "memory://")
     with pytest.raises(SystemExit):
         create_app()
@@ -76,6 +77,11 @@ def test_landing_page_shows_every_site_contact(client):
     ("environ", "named"),
     [
         ({"PORTAL_ENV": "production"}, "SECRET_KEY"),
+        ({"PORTAL_ENV": "production", "SECRET_KEY": "x" * 40}, "PORTAL_AUDIT_KEY"),
+        (
+            {"PORTAL_ENV": "production", "SECRET_KEY": "x" * 40, "PORTAL_AUDIT_KEY": "short"},
+            "PORTAL_AUDIT_KEY",
+        ),
         ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
         ({"PORTAL_ORIGIN": "localhost:5000"}, "PORTAL_ORIGIN"),
         ({"PORTAL_RP_ID": "example.org"}, "PORTAL_RP_ID"),
@@ -87,6 +93,7 @@ def test_landing_page_shows_every_site_contact(client):
             {
                 "PORTAL_ENV": "production",
                 "SECRET_KEY": "x" * 40,
+                "PORTAL_AUDIT_KEY": "k" * 40,
                 "RATELIMIT_STORAGE_URI": "redis://127.0.0.1:6379/0",
                 "PORTAL_ORIGIN": "http://portal.example.org",
                 "PORTAL_RP_ID": "portal.example.org",
@@ -130,6 +137,15 @@ def test_development_secret_is_generated_once_and_kept(tmp_path):
     assert len(first) >= 48
     assert load_settings(tmp_path, {})["SECRET_KEY"] == first
     assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
+
+
+def test_development_audit_key_is_generated_once_apart_from_the_database(tmp_path):
+    settings = load_settings(tmp_path, {})
+    assert len(settings["PORTAL_AUDIT_KEY"]) >= 48
+    assert settings["PORTAL_AUDIT_KEY"] not in (settings["SECRET_KEY"], "")
+    assert load_settings(tmp_path, {})["PORTAL_AUDIT_KEY"] == settings["PORTAL_AUDIT_KEY"]
+    assert (tmp_path / "audit_key").stat().st_mode & 0o077 == 0
+    assert settings["PORTAL_AUDIT_CHECKPOINT_FILE"] == str(tmp_path / "audit-checkpoints.jsonl")
 
 
 def test_utc_column_keeps_aware_times_on_every_engine(app, make_participant):

@@ -21,6 +21,7 @@ def production(app, make_app, monkeypatch) -> Flask:
     """The portal as deployed: production mode, one trusted proxy, its public origin."""
     monkeypatch.setenv("PORTAL_ENV", "production")
     monkeypatch.setenv("SECRET_KEY", "p" * 48)
+    monkeypatch.setenv("PORTAL_AUDIT_KEY", "a" * 48)
     monkeypatch.setenv("PORTAL_ORIGIN", ORIGIN)
     monkeypatch.setenv("PORTAL_RP_ID", "portal.example.org")
     monkeypatch.setenv("PORTAL_PROXY_HOPS", "1")

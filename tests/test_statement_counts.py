@@ -15,9 +15,11 @@ from patient_portal.questionnaires.models import Assignment, Submission
 def _statements(app, client, path: str) -> int:
     count = 0
 
-    def counter(*_args) -> None:
+    def counter(_connection, _cursor, statement: str, *_args) -> None:
         nonlocal count
-        count += 1
+        # The test's own transaction wraps each request in savepoints; production has none.
+        if not statement.startswith(("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO")):
+            count += 1
 
     client.get(path)  # warm: the session's last-seen time is written on the first visit
     sa.event.listen(db.engine, "before_cursor_execute", counter)
@@ -61,3 +63,71 @@ def test_daily_pages_do_not_grow_with_the_weeks(app, make_participant, sign_in, 
         sign_in(client, participant)
         counts.append(_statements(app, client, path))
     assert counts[0] == counts[1], f"{path}: {counts[0]} statements in week 1, {counts[1]} later"
+
+
+def test_home_costs_three_statements(app, make_participant, sign_in):
+    """The session with its owner, the visits, the questionnaires with their submissions; the
+    home notices (in-app reminders, a new device) only while one may be showing (issue 19)."""
+    participant = make_participant(day0=date.today() - timedelta(weeks=3))
+    client = app.test_client()
+    sign_in(client, participant)
+    assert _statements(app, client, "/home") == 3
+
+
+def test_home_looks_for_in_app_reminders_while_one_may_show(
+    app, client, csrf_token, make_participant, sign_in
+):
+    participant = make_participant(day0=date.today() - timedelta(weeks=3))
+    sign_in(client, participant)
+    token = csrf_token(client, "/reminders")
+    assert client.post("/reminders/test/inapp", data={"csrf_token": token}).status_code == 200
+    home = client.get("/home").get_data(as_text=True)
+    assert "Rappel d’essai CARE-SSc" in home
+    # While a notice may show: the in-app reminders, a new device's notice, and the reports
+    # whose alerts the team may have seen (docs/safety.md) are looked for.
+    assert _statements(app, client, "/home") == 6
+
+
+def test_a_questionnaire_item_costs_three_statements(app, make_participant, sign_in):
+    """The session with its owner, the questionnaire, its answers."""
+    participant = make_participant(day0=date.today() - timedelta(days=1))
+    assignment = db.session.scalars(
+        sa.select(Assignment).where(
+            Assignment.participant_id == participant.id, Assignment.series_code == "WEEKLY"
+        )
+    ).first()
+    assert assignment is not None
+    client = app.test_client()
+    sign_in(client, participant)
+    assert _statements(app, client, f"/questionnaires/{assignment.id}/items/raynaud") == 3
+
+
+def test_an_answer_costs_seven_statements(app, make_participant, sign_in, csrf_token):
+    """The session with its owner; the questionnaire locked with its submission; its answers;
+    the answer written; the audit stream's head taken, the event, the new head (issue 19)."""
+    participant = make_participant(day0=date.today() - timedelta(days=1))
+    assignment = db.session.scalars(
+        sa.select(Assignment).where(
+            Assignment.participant_id == participant.id, Assignment.series_code == "WEEKLY"
+        )
+    ).first()
+    assert assignment is not None
+    client = app.test_client()
+    sign_in(client, participant)
+    path = f"/questionnaires/{assignment.id}/items/raynaud"
+    token = csrf_token(client, path)
+    count = 0
+
+    def counter(_connection, _cursor, statement: str, *_args) -> None:
+        nonlocal count
+        if not statement.startswith(("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO")):
+            count += 1
+
+    headers = {"HX-Request": "true", "X-CSRFToken": token}
+    client.post(path, data={"value": "3"}, headers=headers)  # the first answer inserts
+    sa.event.listen(db.engine, "before_cursor_execute", counter)
+    try:
+        assert client.post(path, data={"value": "4"}, headers=headers).status_code == 200
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", counter)
+    assert count == 7

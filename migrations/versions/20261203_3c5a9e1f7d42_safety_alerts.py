@@ -2,7 +2,7 @@
 notification, escalation and outcome; staff investigator flag
 
 Revision ID: 3c5a9e1f7d42
-Revises: 7b2e4c6d8f10
+Revises: 3f6a2d9c1b47
 Create Date: 2026-12-03 09:00:00
 
 Existing alerts come from the weekly check-in's rules and become routine; their response
@@ -17,7 +17,7 @@ import patient_portal.db
 
 # revision identifiers, used by Alembic.
 revision = "3c5a9e1f7d42"
-down_revision = "7b2e4c6d8f10"
+down_revision = "3f6a2d9c1b47"
 branch_labels = None
 depends_on = None
 

@@ -10,12 +10,14 @@ from datetime import date, datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from patient_portal import clock
+from patient_portal import audit, clock
 from patient_portal.db import UTCDateTime
 from patient_portal.extensions import db
 
 PARTICIPANT_STATUSES = ("enrolled", "active", "withdrawn", "completed")
 STAFF_ROLES = ("coordinator", "admin")
+# Why a coordinator issues a new enrolment link to a participant who already has a passkey.
+REPLACEMENT_REASONS = ("lost_or_stolen", "new_device", "cannot_sign_in", "other")
 
 # A passkey, an enrolment token, a session and a ceremony each belong to exactly one owner.
 _ONE_OWNER = "(participant_id IS NULL) <> (staff_id IS NULL)"
@@ -65,6 +67,11 @@ class Participant(db.Model):
     day0: Mapped[date | None] = mapped_column(sa.Date)
     status: Mapped[str] = mapped_column(sa.String(12), default="enrolled")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=clock.now)
+    # The latest moment the home page may have a notice to show: an in-app reminder delivered
+    # (set by the dispatcher to its expiry) or a device added from a replacement link (set
+    # for NEW_DEVICE_NOTICE_FOR). Before it, home looks for them; after it there is nothing to
+    # look for, and the page saves the queries. An upper bound, never the notices themselves.
+    home_notices_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     passkeys: Mapped[list[PasskeyCredential]] = relationship(
         back_populates="participant", order_by="PasskeyCredential.id"
@@ -97,6 +104,11 @@ class Participant(db.Model):
     @property
     def audit_name(self) -> str:
         return f"participant:{self.study_id}"
+
+    @property
+    def audit_stream(self) -> str:
+        """The audit chain of everything about this participant, whoever acts."""
+        return audit.participant_stream(self.study_id)
 
 
 class StaffUser(db.Model):
@@ -151,6 +163,10 @@ class StaffUser(db.Model):
     def audit_name(self) -> str:
         return f"staff:{self.email}"
 
+    @property
+    def audit_stream(self) -> str:
+        return audit.STAFF_STREAM
+
 
 class StaffSite(db.Model):
     """The sites a coordinator works at; admins see every site whatever is listed here."""
@@ -181,9 +197,19 @@ class PasskeyCredential(OwnedByOne, db.Model):
     nickname: Mapped[str] = mapped_column(sa.String(60), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=clock.now)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The enrolment link it was registered from (none when added from the settings page).
+    enrolment_token_id: Mapped[int | None] = mapped_column(sa.ForeignKey("enrolment_token.id"))
+    # When the participant put away the home page's "a new device was added" notice.
+    notice_dismissed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     participant: Mapped[Participant | None] = relationship(back_populates="passkeys")
     staff: Mapped[StaffUser | None] = relationship(back_populates="passkeys")
+    enrolment_token: Mapped[EnrolmentToken | None] = relationship()
+
+    @property
+    def from_replacement_link(self) -> bool:
+        """Registered from a link issued while the participant already had a passkey."""
+        return self.enrolment_token is not None and self.enrolment_token.is_replacement
 
     __table_args__ = (sa.CheckConstraint(_ONE_OWNER, name="one_owner"),)
 
@@ -202,11 +228,20 @@ class EnrolmentToken(OwnedByOne, db.Model):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # A replacement link (the participant already had a passkey) states why it was issued:
+    # one of REPLACEMENT_REASONS, and an optional note.
+    replacement_reason: Mapped[str | None] = mapped_column(sa.String(20))
+    replacement_note: Mapped[str | None] = mapped_column(sa.String(500))
 
     participant: Mapped[Participant | None] = relationship(foreign_keys=[participant_id])
     staff: Mapped[StaffUser | None] = relationship(foreign_keys=[staff_id])
+    issued_by: Mapped[StaffUser | None] = relationship(foreign_keys=[issued_by_id])
 
     __table_args__ = (sa.CheckConstraint(_ONE_OWNER, name="one_owner"),)
+
+    @property
+    def is_replacement(self) -> bool:
+        return self.replacement_reason is not None
 
 
 class AuthSession(OwnedRow, db.Model):
@@ -257,3 +292,13 @@ class WebAuthnCeremony(db.Model):
     __table_args__ = (
         sa.CheckConstraint("purpose IN ('registration', 'authentication')", name="purpose"),
     )
+
+
+class StudyIdCounter(db.Model):
+    """The last study ID number given at a site: one row per site, incremented in place so that
+    two enrolments at once are serialised on this row (see services.next_study_id)."""
+
+    __tablename__ = "study_id_counter"
+
+    site_code: Mapped[str] = mapped_column(sa.String(10), primary_key=True)
+    last_number: Mapped[int] = mapped_column()

@@ -15,6 +15,8 @@ from typing import cast
 import sqlalchemy as sa
 from flask import current_app
 from flask_babel import gettext as _
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from webauthn import (
     base64url_to_bytes,
     generate_authentication_options,
@@ -38,6 +40,7 @@ from webauthn.helpers.structs import (
 
 from patient_portal import audit, clock, signals
 from patient_portal.accounts.models import (
+    REPLACEMENT_REASONS,
     STAFF_ROLES,
     AuthSession,
     EnrolmentToken,
@@ -45,6 +48,7 @@ from patient_portal.accounts.models import (
     PasskeyCredential,
     StaffSite,
     StaffUser,
+    StudyIdCounter,
     WebAuthnCeremony,
     owned_by,
     owner_columns,
@@ -60,6 +64,7 @@ CEREMONY_LIFETIME = timedelta(minutes=5)
 TOKEN_BYTES = 32  # 256 random bits; the design asks for at least 128.
 MAX_CREDENTIAL_JSON = 16_384
 WITHDRAWAL_REASON_MAX = 500
+REPLACEMENT_NOTE_MAX = 500
 
 Owner = Participant | StaffUser
 
@@ -79,13 +84,37 @@ class SignInFailed(PortalError):
 
 
 def next_study_id(site_code: str) -> str:
-    """The next study ID of a site: JGH-001, JGH-002…"""
+    """The next study ID of a site: JGH-001, JGH-002…, never the same one twice.
+
+    Two coordinators enrolling at one site at once each get their own number: the site's counter
+    row is incremented by one UPDATE, which PostgreSQL's row lock and SQLite's write lock
+    serialise, so the second increments the number the first committed. The counter never goes
+    below the highest study ID already given (the demo's participants, or those enrolled before
+    the counter existed).
+    """
     prefix = get_protocol().site(site_code).study_id_prefix
     existing = db.session.scalars(
         sa.select(Participant.study_id).where(Participant.site_code == site_code)
     ).all()
     numbers = [int(s.rsplit("-", 1)[1]) for s in existing if s.rsplit("-", 1)[-1].isdigit()]
-    return f"{prefix}-{max(numbers, default=0) + 1:03d}"
+    highest = max(numbers, default=0)
+    insert = (
+        postgresql_insert if db.session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    )
+    db.session.execute(
+        insert(StudyIdCounter)
+        .values(site_code=site_code, last_number=highest)
+        .on_conflict_do_nothing(index_elements=["site_code"])
+    )
+    counter = StudyIdCounter.last_number
+    number = db.session.execute(
+        sa.update(StudyIdCounter)
+        .where(StudyIdCounter.site_code == site_code)
+        .values(last_number=sa.case((counter >= highest, counter), else_=highest) + 1)
+        .returning(counter)
+        .execution_options(synchronize_session=False)
+    ).scalar_one()
+    return f"{prefix}-{number:03d}"
 
 
 def enrol_participant(
@@ -110,6 +139,7 @@ def enrol_participant(
         "participant",
         participant.study_id,
         after={"site": site_code, "language": language, "day0": day0},
+        stream=participant.audit_stream,
     )
     signals.participant_changed.send(participant)
     return participant, issue_enrolment_link(participant, issued_by)
@@ -250,6 +280,7 @@ def withdraw_participant(participant: Participant, staff: StaffUser, reason: str
         after={"status": "withdrawn", **counts},
         reason=reason,
         actor=staff.audit_name,
+        stream=participant.audit_stream,
     )
     return counts.get("questionnaires_closed", 0)
 
@@ -257,10 +288,50 @@ def withdraw_participant(participant: Participant, staff: StaffUser, reason: str
 # --- enrolment links ---------------------------------------------------------------------------
 
 
+def replacement_reason_label(code: str) -> str:
+    """A replacement link's reason as staff read it."""
+    return {
+        "lost_or_stolen": _("Phone lost or stolen"),
+        "new_device": _("New phone or device"),
+        "cannot_sign_in": _("The passkey no longer works"),
+        "other": _("Other reason"),
+    }[code]
+
+
+def _checked_replacement(owner: Owner, reason: str | None, note: str) -> tuple[str, str] | None:
+    """(reason, note) of a link for a participant who already has a passkey, else None.
+
+    Such a link lets whoever holds it add a device to the participant's account, the coordinator
+    included, so it needs a stated reason; the participant is told when it is used.
+    """
+    if owner.kind != "participant" or not owner.passkeys:
+        return None
+    if reason not in REPLACEMENT_REASONS:
+        raise PortalError(
+            _("This participant already has a passkey: please choose why a new link is needed."),
+            422,
+            "reason",
+        )
+    note = note.strip()
+    if len(note) > REPLACEMENT_NOTE_MAX:
+        raise PortalError(_("Please keep the note under 500 characters."), 422, "note")
+    return reason, note
+
+
 def issue_enrolment_link(
-    owner: Owner, issued_by: StaffUser | None, *, revoke_passkeys: bool = False
+    owner: Owner,
+    issued_by: StaffUser | None,
+    *,
+    revoke_passkeys: bool = False,
+    reason: str | None = None,
+    note: str = "",
 ) -> str:
-    """A fresh single-use link for the owner: earlier links stop working and sessions end."""
+    """A fresh single-use link for the owner: earlier links stop working and sessions end.
+
+    A link for a participant who already has a passkey is a replacement link: it needs one of
+    REPLACEMENT_REASONS (and may carry a note), checked before anything changes.
+    """
+    replacement = _checked_replacement(owner, reason, note)
     now = clock.now()
     for token in db.session.scalars(
         sa.select(EnrolmentToken).where(
@@ -280,6 +351,7 @@ def issue_enrolment_link(
                 passkey.id,
                 before={"owner": owner.audit_name},
                 reason="revoked with a new enrolment link",
+                stream=owner.audit_stream,
             )
     raw = secrets.token_urlsafe(TOKEN_BYTES)
     token = EnrolmentToken(
@@ -287,6 +359,8 @@ def issue_enrolment_link(
         created_at=now,
         expires_at=now + ENROLMENT_LIFETIME,
         issued_by_id=issued_by.id if issued_by else None,
+        replacement_reason=replacement[0] if replacement else None,
+        replacement_note=(replacement[1] or None) if replacement else None,
         **owner_columns(owner),
     )
     db.session.add(token)
@@ -299,9 +373,26 @@ def issue_enrolment_link(
             "owner": owner.audit_name,
             "expires_at": token.expires_at,
             "revoke_passkeys": revoke_passkeys,
+            "replacement": replacement is not None,
         },
+        reason=": ".join(part for part in replacement if part) if replacement else None,
+        stream=owner.audit_stream,
     )
     return raw
+
+
+def replacement_links(participant: Participant) -> list[EnrolmentToken]:
+    """The replacement links issued to the participant, newest first (their staff page)."""
+    return list(
+        db.session.scalars(
+            sa.select(EnrolmentToken)
+            .where(
+                owned_by(EnrolmentToken, participant),
+                EnrolmentToken.replacement_reason.is_not(None),
+            )
+            .order_by(EnrolmentToken.created_at.desc(), EnrolmentToken.id.desc())
+        )
+    )
 
 
 def enrolment_url(raw_token: str) -> str:
@@ -323,7 +414,11 @@ def revoke_enrolment_links(owner: Owner) -> int:
     for token in tokens:
         token.revoked_at = now
         audit.record(
-            "enrolment.revoked", "enrolment_token", token.id, after={"owner": owner.audit_name}
+            "enrolment.revoked",
+            "enrolment_token",
+            token.id,
+            after={"owner": owner.audit_name},
+            stream=owner.audit_stream,
         )
     db.session.flush()
     return len(tokens)
@@ -482,6 +577,8 @@ def finish_registration(
         )
     ):
         raise failure
+    if token is not None:
+        _claim_enrolment_token(token)
     transports = _parse_credential(credential_json).get("response", {}).get("transports") or []
     known = {t.value for t in AuthenticatorTransport}
     passkey = PasskeyCredential(
@@ -493,13 +590,17 @@ def finish_registration(
         backed_up=verified.credential_backed_up,
         aaguid=verified.aaguid,
         nickname=(nickname.strip()[:60] or _("Passkey %(number)s", number=len(owner.passkeys) + 1)),
+        enrolment_token_id=token.id if token is not None else None,
         **owner_columns(owner),
     )
     db.session.add(passkey)
     if token is not None:
-        token.used_at = clock.now()
         audit.record(
-            "enrolment.used", "enrolment_token", token.id, after={"owner": owner.audit_name}
+            "enrolment.used",
+            "enrolment_token",
+            token.id,
+            after={"owner": owner.audit_name},
+            stream=owner.audit_stream,
         )
     if owner.kind == "participant" and owner.status == "enrolled":
         owner.status = "active"
@@ -513,9 +614,45 @@ def finish_registration(
             "nickname": passkey.nickname,
             "aaguid": passkey.aaguid,
             "backed_up": passkey.backed_up,
+            "replacement_link": passkey.from_replacement_link,
         },
+        stream=owner.audit_stream,
     )
+    if owner.kind == "participant" and passkey.from_replacement_link:
+        show_until = passkey.created_at + NEW_DEVICE_NOTICE_FOR
+        if owner.home_notices_until is None or owner.home_notices_until < show_until:
+            owner.home_notices_until = show_until
+        signals.replacement_passkey_added.send(owner, added_at=passkey.created_at)
     return passkey
+
+
+def _claim_enrolment_token(token: EnrolmentToken) -> None:
+    """Mark the link used, or refuse: one conditional UPDATE, so of two registrations racing on
+    one link exactly one gets it (the other's UPDATE waits for the winner's row or write lock,
+    then finds the link used). Nothing else has been written yet when this refuses."""
+    now = clock.now()
+    claimed = cast(
+        sa.CursorResult,
+        db.session.execute(
+            sa.update(EnrolmentToken)
+            .where(
+                EnrolmentToken.id == token.id,
+                EnrolmentToken.used_at.is_(None),
+                EnrolmentToken.revoked_at.is_(None),
+                EnrolmentToken.expires_at > now,
+            )
+            .values(used_at=now)
+            .execution_options(synchronize_session=False)
+        ),
+    ).rowcount
+    db.session.expire(token)
+    if claimed != 1:
+        raise PortalError(
+            _(
+                "This link has already been used. Please sign in, or ask your study coordinator for a new link."
+            ),
+            410,
+        )
 
 
 def authentication_options() -> tuple[str, str]:
@@ -584,6 +721,7 @@ def finish_authentication(ceremony_key: str | None, credential_json: str) -> Sig
         passkey.id,
         after={"owner": owner.audit_name},
         actor=owner.audit_name,
+        stream=owner.audit_stream,
     )
     return SignInAttempt(owner, None)
 
@@ -597,6 +735,7 @@ def _failed_sign_in(passkey: PasskeyCredential | None, reason: str) -> SignInAtt
         after={"owner": owner.audit_name if owner else None},
         reason=reason,
         actor="anonymous",
+        stream=owner.audit_stream if owner else audit.STAFF_STREAM,
     )
     return SignInAttempt(None, reason)
 
@@ -630,25 +769,99 @@ def rename_passkey(owner: Owner, passkey_id: int, nickname: str) -> PasskeyCrede
         passkey.id,
         before={"nickname": before},
         after={"nickname": nickname},
+        stream=owner.audit_stream,
     )
     return passkey
 
 
+def _lock_owner(owner: Owner) -> None:
+    """Take the owner's row lock for the rest of the transaction (PostgreSQL), so that two
+    changes to one owner's passkeys happen one after the other. SQLite has no row lock: there
+    the first write of the transaction takes the database's write lock, which serialises as well
+    as long as the rows are counted after that write."""
+    model = Participant if owner.kind == "participant" else StaffUser
+    db.session.execute(sa.select(model.id).where(model.id == owner.id).with_for_update())
+
+
 def remove_passkey(owner: Owner, passkey_id: int) -> None:
-    """Remove a passkey; the last one stays, or the owner could never sign in again."""
+    """Remove a passkey; the last one stays, or the owner could never sign in again.
+
+    Two removals at once (two devices, a double tap) cannot leave none: the owner is locked,
+    the row is deleted, and what is left is counted after the delete, in the same transaction.
+    """
     passkey = owned_passkey(owner, passkey_id)
-    if len(owner.passkeys) <= 1:
+    nickname = passkey.nickname
+    _lock_owner(owner)
+    deleted = cast(
+        sa.CursorResult,
+        db.session.execute(
+            sa.delete(PasskeyCredential)
+            .where(PasskeyCredential.id == passkey_id, owned_by(PasskeyCredential, owner))
+            .execution_options(synchronize_session=False)
+        ),
+    ).rowcount
+    if deleted != 1:
+        raise PortalError(_("This passkey does not exist."), 404)
+    left = db.session.scalar(
+        sa.select(sa.func.count(PasskeyCredential.id)).where(owned_by(PasskeyCredential, owner))
+    )
+    if not left:
         raise PortalError(
             _("This is your only passkey: it cannot be removed. Add another one first."), 409
         )
-    db.session.delete(passkey)
-    db.session.flush()
+    db.session.expunge(passkey)
+    db.session.expire(owner, ["passkeys"])
     audit.record(
         "passkey.removed",
         "passkey",
         passkey_id,
-        before={"owner": owner.audit_name, "nickname": passkey.nickname},
+        before={"owner": owner.audit_name, "nickname": nickname},
+        stream=owner.audit_stream,
     )
+
+
+# How long the home page tells of a device added from a replacement link, unless put away
+# sooner; the settings page and the staff page keep the mark for good.
+NEW_DEVICE_NOTICE_FOR = timedelta(days=90)
+
+
+def new_device_notices(participant: Participant) -> list[PasskeyCredential]:
+    """Passkeys added from a replacement link that the participant has not acknowledged yet."""
+    now = clock.now()
+    if participant.home_notices_until is None or participant.home_notices_until <= now:
+        return []
+    return list(
+        db.session.scalars(
+            sa.select(PasskeyCredential)
+            .join(EnrolmentToken, EnrolmentToken.id == PasskeyCredential.enrolment_token_id)
+            .where(
+                PasskeyCredential.participant_id == participant.id,
+                EnrolmentToken.replacement_reason.is_not(None),
+                PasskeyCredential.notice_dismissed_at.is_(None),
+                PasskeyCredential.created_at > now - NEW_DEVICE_NOTICE_FOR,
+            )
+            .order_by(PasskeyCredential.created_at, PasskeyCredential.id)
+        )
+    )
+
+
+def dismiss_new_device_notices(participant: Participant) -> int:
+    """Put away the home page's "a new device was added" notice; the passkeys stay marked in
+    the settings and on the staff page. Returns how many notices."""
+    passkeys = new_device_notices(participant)
+    now = clock.now()
+    for passkey in passkeys:
+        passkey.notice_dismissed_at = now
+    db.session.flush()
+    if passkeys:
+        audit.record(
+            "passkey.notice_dismissed",
+            "participant",
+            participant.study_id,
+            after={"passkeys": [p.id for p in passkeys]},
+            stream=participant.audit_stream,
+        )
+    return len(passkeys)
 
 
 def live_sessions(owner: Owner) -> list[AuthSession]:
@@ -673,7 +886,13 @@ def end_session_by_id(owner: Owner, session_id: str) -> None:
         raise PortalError(_("This session does not exist or has already ended."), 404)
     record.revoked_at = clock.now()
     db.session.flush()
-    audit.record("session.revoked", "session", session_id[:12], after={"owner": owner.audit_name})
+    audit.record(
+        "session.revoked",
+        "session",
+        session_id[:12],
+        after={"owner": owner.audit_name},
+        stream=owner.audit_stream,
+    )
 
 
 def end_all_sessions(owner: Owner, reason: str) -> int:
@@ -694,5 +913,6 @@ def end_all_sessions(owner: Owner, reason: str) -> int:
             owner.audit_name,
             after={"count": ended},
             reason=reason,
+            stream=owner.audit_stream,
         )
     return ended

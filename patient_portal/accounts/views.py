@@ -6,6 +6,8 @@ server-side session, never in the page.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from flask import (
     Blueprint,
     current_app,
@@ -25,7 +27,8 @@ from patient_portal.accounts import services
 from patient_portal.accounts.auth import require
 from patient_portal.errors import PortalError, rolled_back
 from patient_portal.extensions import db, limiter
-from patient_portal.i18n import LANGUAGE_COOKIE
+from patient_portal.i18n import LANGUAGE_COOKIE, format_date, format_time, viewer_locale_and_zone
+from patient_portal.inputs import json_text
 from patient_portal.security import current_session_record, end_session, start_authenticated_session
 from patient_portal.views import local_path
 
@@ -75,7 +78,8 @@ def _not_created():
 
 
 def _credential_body() -> str:
-    return request.get_data(as_text=True)
+    # Checked before py_webauthn parses it: a deeply nested body would exhaust its parser's stack.
+    return json_text()
 
 
 # --- enrolment ---------------------------------------------------------------------------------
@@ -240,7 +244,7 @@ def add_passkey_verify():
     return jsonify(redirect=url_for("accounts.settings"))
 
 
-@bp.post("/settings/passkeys/<int:passkey_id>/rename")
+@bp.post("/settings/passkeys/<id:passkey_id>/rename")
 @require("any")
 def rename_passkey(passkey_id: int):
     services.rename_passkey(current_user, passkey_id, request.form.get("nickname", ""))
@@ -248,7 +252,7 @@ def rename_passkey(passkey_id: int):
     return redirect(url_for("accounts.settings"), 303)
 
 
-@bp.post("/settings/passkeys/<int:passkey_id>/remove")
+@bp.post("/settings/passkeys/<id:passkey_id>/remove")
 @require("any")
 def remove_passkey(passkey_id: int):
     services.remove_passkey(current_user, passkey_id)
@@ -259,6 +263,38 @@ def remove_passkey(passkey_id: int):
 @bp.post("/settings/sessions/<session_id>/end")
 @require("any")
 def end_other_session(session_id: str):
-    services.end_session_by_id(current_user, session_id)
+    # The owner itself, not the proxy: the service compares the session's owner by identity.
+    services.end_session_by_id(current_user._get_current_object(), session_id)
     db.session.commit()
     return redirect(url_for("accounts.settings"), 303)
+
+
+@bp.post("/settings/passkeys/notices/dismiss")
+@require("participant")
+def dismiss_new_device_notice():
+    services.dismiss_new_device_notices(current_user)
+    db.session.commit()
+    return redirect(home_for(current_user), 303)
+
+
+# --- the participant's home page ---------------------------------------------------------------
+
+
+def new_device_banner(participant, now: datetime) -> dict | None:
+    """The "a new device was added" notice on the home page, until the participant puts it away.
+
+    Listed in create_app's home_sections, first: it may mean someone else can sign in as them.
+    """
+    passkeys = services.new_device_notices(participant)
+    if not passkeys:
+        return None
+    locale, zone = viewer_locale_and_zone()
+    return {
+        "added": [
+            (
+                format_date(p.created_at, locale, zone, "long"),
+                format_time(p.created_at, locale, zone),
+            )
+            for p in passkeys
+        ]
+    }

@@ -32,6 +32,8 @@ from patient_portal.questionnaires.scoring import evaluate_alerts
 from patient_portal.timezones import local_instant
 
 NOTE_MAX = 1000
+# How long the participant's home page follows a report or diary entry that raised an alert.
+REPORTS_SHOWN_FOR = timedelta(days=14)
 # Beyond a year of closed days something is wrong with the configuration, not the alert.
 _SEARCH_DAYS = 400
 
@@ -125,6 +127,20 @@ def raise_alerts(
         db.session.add(alert)
         raised.append(alert)
     if raised:
+        # The home page looks for followed reports only while one may be showing.
+        until = now + REPORTS_SHOWN_FOR
+        db.session.execute(
+            sa.update(Participant)
+            .where(
+                Participant.id == assignment.participant_id,
+                sa.or_(
+                    Participant.home_notices_until.is_(None),
+                    Participant.home_notices_until < until,
+                ),
+            )
+            .values(home_notices_until=until)
+            .execution_options(synchronize_session="fetch")
+        )
         db.session.flush()
         for alert in raised:
             audit.record(
@@ -140,6 +156,7 @@ def raise_alerts(
                     "due_at": alert.due_at,
                 },
                 actor=actor,
+                stream=assignment.participant.audit_stream,
             )
     return raised
 
@@ -269,5 +286,6 @@ def acknowledge(alert: Alert, staff: StaffUser, outcome: str, note: str | None) 
         before={"acknowledged_at": None},
         after={"acknowledged_at": alert.acknowledged_at, "outcome": outcome, "note": note},
         actor=staff.audit_name,
+        stream=alert.participant.audit_stream,
     )
     return True

@@ -16,7 +16,7 @@ from typing import Any, cast
 import sqlalchemy as sa
 from flask_babel import gettext as _
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import Session, SessionTransaction, joinedload, selectinload
 
 from patient_portal import audit, clock
 from patient_portal.accounts.models import Participant, StaffUser
@@ -275,6 +275,7 @@ def plan_assignments(participant: Participant, actor: str | None = None) -> int:
                 ],
             },
             actor=actor,
+            stream=participant.audit_stream,
         )
     return created + len(changed)
 
@@ -343,8 +344,9 @@ def participant_questionnaires(participant: Participant, now: datetime | None = 
         .where(Assignment.status != "withdrawn")
         .where(Assignment.opens_at <= now + DUE_SOON)
         .order_by(Assignment.closes_at, Assignment.id)
-        # One query for the submissions, not one per questionnaire done (the list grows weekly).
-        .options(selectinload(Assignment.submission))
+        # The submission's date in the same statement (an outer join: at most one per
+        # questionnaire), not one query per questionnaire done, nor its answers.
+        .options(joinedload(Assignment.submission).load_only(Submission.submitted_at))
     ).all()
     for assignment in assignments:
         state = state_of(assignment, now)
@@ -364,14 +366,38 @@ def participant_questionnaires(participant: Participant, now: datetime | None = 
 # Writing
 
 
+# Assignments this transaction has locked: the set lives as long as the transaction.
+_LOCKED = "locked_assignments"
+
+
+def locked_assignment(assignment_id: int) -> Assignment | None:
+    """The assignment read afresh and locked on PostgreSQL (FOR UPDATE of its row only), with
+    its submission, so answers and submit queue per assignment."""
+    assignment = db.session.get(
+        Assignment,
+        assignment_id,
+        options=[joinedload(Assignment.submission)],
+        with_for_update={"of": Assignment},
+        populate_existing=True,
+    )
+    if assignment is not None:
+        db.session.info.setdefault(_LOCKED, set()).add(assignment.id)
+    return assignment
+
+
 def _lock(assignment: Assignment) -> Assignment:
-    """Re-read the assignment, locked on PostgreSQL, so answers and submit queue per assignment."""
-    return db.session.scalars(
-        sa.select(Assignment)
-        .where(Assignment.id == assignment.id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).one()
+    """The assignment, locked for the rest of the transaction (read again unless it already is)."""
+    if assignment.id in db.session.info.get(_LOCKED, ()):
+        return assignment
+    locked = locked_assignment(assignment.id)
+    assert locked is not None  # the caller holds the loaded row
+    return locked
+
+
+@sa.event.listens_for(Session, "after_transaction_end")
+def _forget_locks(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:
+        session.info.pop(_LOCKED, None)
 
 
 def _check_writable(assignment: Assignment, now: datetime) -> None:
@@ -430,6 +456,7 @@ def save_answer(assignment: Assignment, item_id: str, raw_value: object, actor: 
         after={"item": item_id, "value": _stored(value)},
         reason=reason,
         actor=actor.audit_name,
+        stream=assignment.participant.audit_stream,
     )
     if instrument.alerts_on_answer:
         answers[item_id] = value
@@ -477,6 +504,8 @@ def submit(assignment: Assignment, actor: Actor, language: str) -> tuple[Submiss
         return db.session.scalars(
             sa.select(Submission).where(Submission.assignment_id == assignment.id)
         ).one(), False
+    # The loaded row knows its submission too: a second submit in this transaction finds it.
+    assignment.submission = submission
     assignment.status = "completed"
     if assignment.started_at is None:
         assignment.started_at = now
@@ -497,6 +526,7 @@ def submit(assignment: Assignment, actor: Actor, language: str) -> tuple[Submiss
         },
         reason=reason,
         actor=actor.audit_name,
+        stream=assignment.participant.audit_stream,
     )
     return submission, True
 
@@ -581,5 +611,6 @@ def start_report(participant: Participant) -> Assignment:
         report.id,
         after={"series": report.series_code, "occurrence": report.occurrence},
         actor=participant.audit_name,
+        stream=participant.audit_stream,
     )
     return report

@@ -52,7 +52,7 @@ from patient_portal.questionnaires.engine import (
 )
 from patient_portal.questionnaires.instrument import Instrument, Item
 from patient_portal.questionnaires.loader import get_instrument, get_instruments
-from patient_portal.questionnaires.models import Assignment
+from patient_portal.questionnaires.models import Alert, Assignment
 
 bp = Blueprint("questionnaires", __name__)
 
@@ -154,7 +154,12 @@ def filler(view: Callable) -> Callable:
     def wrapped(assignment_id: int, **kwargs):
         if not current_user.is_authenticated:
             return answer_unauthenticated()
-        assignment = db.session.get(Assignment, assignment_id)
+        if request.method == "POST":
+            # A write: the row locked at once (answers and submit queue per questionnaire), with
+            # its submission, in one statement; the services find it locked already.
+            assignment = services.locked_assignment(assignment_id)
+        else:
+            assignment = db.session.get(Assignment, assignment_id)
         if assignment is None:
             abort(404)
         if current_user.is_staff:
@@ -302,10 +307,6 @@ def _urgent_site(assignment: Assignment, instrument: Instrument):
 # Participant pages
 
 
-# Reports and diaries whose alerts the participant sees followed up on the home page.
-REPORTS_SHOWN_FOR = timedelta(days=14)
-
-
 def report_section(participant: Participant, now: datetime) -> dict:
     """The "report a symptom" part of the home page, with whether the team saw recent ones."""
     locale = get_protocol().site(participant.site_code).formatting_locale(current_language())
@@ -318,7 +319,12 @@ def report_section(participant: Participant, now: datetime) -> dict:
             ),
             "seen": format_date(seen, locale, zone, "long") if seen else None,
         }
-        for a, seen in alerts.reports_seen(participant, now - REPORTS_SHOWN_FOR)
+        for a, seen in (
+            alerts.reports_seen(participant, now - alerts.REPORTS_SHOWN_FOR)
+            # No statement at all unless an alert was raised in the last two weeks.
+            if participant.home_notices_until is not None and participant.home_notices_until > now
+            else []
+        )
     ]
     return {
         "site": get_protocol().site(participant.site_code),
@@ -394,7 +400,7 @@ def report():
     return redirect(url_for("questionnaires.start", assignment_id=assignment.id), 303)
 
 
-@bp.get("/questionnaires/<int:assignment_id>")
+@bp.get("/questionnaires/<id:assignment_id>")
 @filler
 def start(assignment: Assignment):
     """Where to go: the introduction, the first unanswered question, the review or the end."""
@@ -436,7 +442,7 @@ def _ensure_writable(assignment: Assignment) -> None:
         raise services.QuestionnaireError(code)
 
 
-@bp.get("/questionnaires/<int:assignment_id>/items/<item_id>")
+@bp.get("/questionnaires/<id:assignment_id>/items/<item_id>")
 @filler
 def item(assignment: Assignment, item_id: str):
     instrument, item = _load_item(assignment, item_id)
@@ -452,7 +458,7 @@ def item(assignment: Assignment, item_id: str):
     return _render(template, **context)
 
 
-@bp.post("/questionnaires/<int:assignment_id>/items/<item_id>")
+@bp.post("/questionnaires/<id:assignment_id>/items/<item_id>")
 @filler
 def answer(assignment: Assignment, item_id: str):
     instrument, item = _load_item(assignment, item_id)
@@ -515,14 +521,14 @@ def _review(assignment: Assignment, status: int = 200, error: str | None = None)
     )
 
 
-@bp.get("/questionnaires/<int:assignment_id>/review")
+@bp.get("/questionnaires/<id:assignment_id>/review")
 @filler
 def review(assignment: Assignment):
     _ensure_writable(assignment)
     return _review(assignment)
 
 
-@bp.post("/questionnaires/<int:assignment_id>/submit")
+@bp.post("/questionnaires/<id:assignment_id>/submit")
 @filler
 def submit(assignment: Assignment):
     services.submit(assignment, current_user, current_language())
@@ -530,7 +536,7 @@ def submit(assignment: Assignment):
     return redirect(url_for("questionnaires.done", assignment_id=assignment.id), 303)
 
 
-@bp.get("/questionnaires/<int:assignment_id>/done")
+@bp.get("/questionnaires/<id:assignment_id>/done")
 @filler
 def done(assignment: Assignment):
     if assignment.submission is None:
@@ -581,8 +587,12 @@ def staff_overview(study_id: str):
     )
 
 
-@bp.post("/staff/participants/<study_id>/alerts/<int:alert_id>/acknowledge")
+@bp.post("/staff/participants/<study_id>/alerts/<id:alert_id>/acknowledge")
 @require("staff")
 def acknowledge_alert(study_id: str, alert_id: int):
     """The former address of acknowledging: one endpoint does it now (307 keeps the form)."""
+    participant = participant_of_visible_site(study_id, current_user)
+    alert = db.session.get(Alert, alert_id)
+    if alert is None or alert.participant_id != participant.id:
+        abort(404)
     return redirect(url_for("workspace.acknowledge_alert", alert_id=alert_id), 307)

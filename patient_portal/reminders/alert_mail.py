@@ -149,6 +149,7 @@ def send_alert_mail(channel: Channel) -> dict[str, int]:
                     "outcomes": [outcome.status for outcome in outcomes],
                 },
                 actor=ACTOR,
+                stream=alert.participant.audit_stream,
             )
             db.session.commit()
             counts[f"alert_{step.kind}"] += sent

@@ -51,6 +51,9 @@ RETRY_CAP = timedelta(hours=1)
 # A row left "sending" this long belongs to a dispatcher that stopped mid-way.
 STALE_CLAIM = timedelta(minutes=15)
 BATCH_SIZE = 200
+# Sent whatever the hour: a test is asked for now, and a new device added to the account may be
+# someone else's (an e-mail at night wakes nobody, and the participant can act sooner).
+UNQUIET_KINDS = ("test", "new_device")
 
 
 def dispatcher_name() -> str:
@@ -243,7 +246,7 @@ class Dispatcher:
                 job.decision, job.detail = "cancelled", "no longer needed"
             elif now >= reminder.expires_at:
                 job.decision, job.detail = "skipped", "its moment has passed"
-            elif reminder.kind != "test" and in_quiet_hours(now, zone, quiet):
+            elif reminder.kind not in UNQUIET_KINDS and in_quiet_hours(now, zone, quiet):
                 later = out_of_quiet_hours(now, zone, quiet, reminder.expires_at)
                 if now < later < reminder.expires_at:
                     job.quiet_until = later
@@ -331,6 +334,9 @@ class Dispatcher:
         for values in updates:
             if values.get("last_error"):
                 values["last_error"] = values["last_error"][:300]
+        self._show_banners(
+            jobs, {values["id"] for values in updates if values.get("status") == "sent"}
+        )
         # Rows given the same values (most often: sent, now) are updated by one statement.
         by_values: dict[tuple, list[int]] = defaultdict(list)
         for values in updates:
@@ -356,6 +362,31 @@ class Dispatcher:
         db.session.commit()
         return counts
 
+    def _show_banners(self, jobs: list[_Job], sent_ids: set[int]) -> None:
+        """Tell each participant's home page how long its in-app reminders may show."""
+        until: dict[int, datetime] = {}
+        for job in jobs:
+            reminder = job.reminder
+            if reminder.channel == "inapp" and reminder.id in sent_ids:
+                latest = until.get(reminder.participant_id)
+                if latest is None or reminder.expires_at > latest:
+                    until[reminder.participant_id] = reminder.expires_at
+        # In id order: dispatchers running at once then lock participants in the same order
+        # and cannot deadlock on each other's rows.
+        for participant_id, moment in sorted(until.items()):
+            db.session.execute(
+                sa.update(Participant)
+                .where(
+                    Participant.id == participant_id,
+                    sa.or_(
+                        Participant.home_notices_until.is_(None),
+                        Participant.home_notices_until < moment,
+                    ),
+                )
+                .values(home_notices_until=moment)
+                .execution_options(synchronize_session=False)
+            )
+
     def _forget_subscriptions(self, gone: set[int], jobs: list[_Job]) -> None:
         """The push service said 404/410: that subscription will never work again."""
         owners = {
@@ -372,6 +403,7 @@ class Dispatcher:
                 sub_id,
                 before={"participant": owners[sub_id].id} if sub_id in owners else None,
                 actor="system:reminders",
+                stream=owners[sub_id].audit_stream if sub_id in owners else None,
             )
         db.session.flush()
         for participant in {p.id: p for p in owners.values()}.values():
@@ -448,7 +480,13 @@ def send_test_reminder(participant: Participant, channel: str, dispatcher: Dispa
     db.session.add(reminder)
     db.session.flush()
     reminder_id = reminder.id
-    audit.record("reminder.test_requested", "reminder", reminder_id, after={"channel": channel})
+    audit.record(
+        "reminder.test_requested",
+        "reminder",
+        reminder_id,
+        after={"channel": channel},
+        stream=participant.audit_stream,
+    )
     db.session.commit()
     dispatcher.run_batch(ids=[reminder_id])
     row = db.session.get_one(Reminder, reminder_id)

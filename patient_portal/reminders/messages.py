@@ -115,6 +115,17 @@ def compose(
                 if reminder.assignment_id
                 else _path("questionnaires.index")
             )
+        elif reminder.kind == "new_device":
+            # Only that a device was added and when: no study detail, nothing about health.
+            title = _("A new device was added to your CARE-SSc account")
+            body = _(
+                "A passkey for a new device was added to your account on %(date)s at %(time)s. "
+                "If it was not you, please call your study team: %(phone)s.",
+                date=format_date(reminder.due_at, locale, zone),
+                time=format_time(reminder.due_at, locale, zone),
+                phone=site.phone,
+            )
+            path = _path("accounts.settings")
         else:
             title = _("CARE-SSc test reminder")
             body = _("Reminders from the CARE-SSc study portal will reach you here.")

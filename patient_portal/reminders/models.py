@@ -19,8 +19,9 @@ from patient_portal.db import UTCDateTime
 from patient_portal.extensions import db
 
 KINDS = ("infusion", "visit", "questionnaire")
-# A test reminder is asked for from the preferences page; it is never planned.
-ALL_KINDS = (*KINDS, "test")
+# A test reminder is asked for from the preferences page; a new-device notice is sent when a
+# passkey is registered from a replacement enrolment link. Neither is ever planned.
+ALL_KINDS = (*KINDS, "test", "new_device")
 CHANNELS = ("push", "email", "inapp")
 STATUSES = ("planned", "sending", "sent", "failed", "skipped", "cancelled")
 OUTCOMES = ("sent", "retry", "failed", "gone", "skipped", "cancelled")

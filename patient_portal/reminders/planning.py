@@ -35,6 +35,8 @@ from patient_portal.timezones import local_instant
 MAX_LATENESS = timedelta(hours=3)
 # When a reminder cannot wait for the end of quiet hours, it goes this long before they start.
 BEFORE_QUIET = timedelta(hours=1)
+# A new-device notice waits out quiet hours and a mail server's outage for up to a week.
+NEW_DEVICE_NOTICE_LIFETIME = timedelta(days=7)
 
 
 def out_of_quiet_hours(
@@ -276,6 +278,7 @@ def plan_reminders(
         },
         actor=actor,
         reason=reason,
+        stream=participant.audit_stream,
     )
     return len(created) + len(moved) + len(cancelled) + len(revived)
 
@@ -301,6 +304,7 @@ def cancel_reminders_for(participant: Participant, reason: str | None = None) ->
         participant.id,
         after={"cancelled": len(rows)},
         reason=reason,
+        stream=participant.audit_stream,
     )
     return len(rows)
 
@@ -323,6 +327,43 @@ def plan_everyone(batch: int = 200) -> int:
             changed += plan_reminders(participant, actor="system:reminders")
         db.session.commit()
     return changed
+
+
+def notify_new_device(participant: Participant, added_at: datetime) -> Reminder | None:
+    """Tell the participant by e-mail, if they gave an address for reminders, that a passkey was
+    added to their account from a replacement enrolment link; audited. The dispatcher sends it
+    like any reminder (claimed once, logged, retried). Returns the row, or None without e-mail.
+
+    Connected to `replacement_passkey_added`: such a link may have been used by someone else
+    than the participant (a coordinator included), so the participant hears of it where that
+    someone cannot answer in their place.
+    """
+    if "email" not in usable_channels(participant):
+        return None
+    now = clock.now()
+    reminder = Reminder(
+        participant_id=participant.id,
+        kind="new_device",
+        subject=str(Subject("new_device", added_at.strftime("%Y%m%dT%H%M%S.%f"))),
+        channel="email",
+        due_at=now,
+        expires_at=now + NEW_DEVICE_NOTICE_LIFETIME,
+        next_attempt_at=now,
+        status="planned",
+        attempts=0,
+        created_at=now,
+        updated_at=now,
+    )
+    db.session.add(reminder)
+    db.session.flush()
+    audit.record(
+        "reminder.new_device_planned",
+        "reminder",
+        reminder.id,
+        after={"channel": "email"},
+        stream=participant.audit_stream,
+    )
+    return reminder
 
 
 def upcoming_reminders(participant: Participant, limit: int = 20) -> list[Reminder]:

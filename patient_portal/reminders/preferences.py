@@ -129,7 +129,12 @@ def save_preferences(
     row.updated_at = clock.now()
     db.session.flush()
     audit.record(
-        "reminder_preferences.changed", "participant", participant.id, before=before, after=after
+        "reminder_preferences.changed",
+        "participant",
+        participant.id,
+        before=before,
+        after=after,
+        stream=participant.audit_stream,
     )
     signals.reminder_preferences_changed.send(participant)
     return True
@@ -164,6 +169,7 @@ def set_email(participant: Participant, address: str | None) -> bool:
         participant.id,
         before={"email": "set" if had else None},
         after={"email": "set" if address else None},
+        stream=participant.audit_stream,
     )
     signals.reminder_preferences_changed.send(participant)
     return True
@@ -207,13 +213,24 @@ def _check_subscription(data: object) -> tuple[str, str, str]:
         raise unusable
     if len(endpoint) > 2000:
         raise unusable
-    parts = urlsplit(endpoint)
-    local = parts.hostname in ("localhost", "127.0.0.1", "::1")
-    production = current_app.config.get("PORTAL_ENV") == "production"
-    if not parts.hostname or not (
-        parts.scheme == "https" or (parts.scheme == "http" and local and not production)
-    ):
+    try:
+        parts = urlsplit(endpoint)
+    except ValueError:
+        raise unusable from None
+    if not parts.hostname or parts.scheme not in ("http", "https"):
         raise unusable
+    try:
+        channels_module.PushPolicy.of(current_app).check_url(endpoint)
+    except channels_module.PushEndpointRefused:
+        # The browser's push service is not one we post to (or the address is inside a
+        # network): the server would otherwise send requests wherever a participant says.
+        raise _refused(
+            _(
+                "The portal cannot send notifications through this browser. Please try "
+                "another browser on this phone, or choose e-mail or home-page reminders."
+            ),
+            "push",
+        ) from None
     if not (PUSH_KEY_PATTERN.match(p256dh) and PUSH_KEY_PATTERN.match(auth)):
         raise unusable
     try:
@@ -248,6 +265,7 @@ def add_subscription(
         "push_subscription",
         subscription.id,
         after={"participant": participant.id},
+        stream=participant.audit_stream,
     )
     signals.reminder_preferences_changed.send(participant)
     return subscription
@@ -271,6 +289,7 @@ def remove_subscription(participant: Participant, endpoint: object) -> bool:
         "push_subscription",
         subscription.id,
         before={"participant": participant.id},
+        stream=participant.audit_stream,
     )
     db.session.delete(subscription)
     db.session.flush()

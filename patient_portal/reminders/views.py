@@ -31,6 +31,7 @@ from patient_portal.accounts.models import Participant
 from patient_portal.errors import PortalError, rolled_back
 from patient_portal.extensions import db, limiter
 from patient_portal.i18n import current_language, format_date, format_time
+from patient_portal.inputs import json_body
 from patient_portal.protocol.services import get_protocol
 from patient_portal.reminders import channels, dispatch, messages, planning
 from patient_portal.reminders import preferences as choices  # `preferences` is the page's view
@@ -49,6 +50,7 @@ def kind_label(kind: str) -> str:
         "visit": _("Other study visits"),
         "questionnaire": _("Questionnaires"),
         "test": _("Test"),
+        "new_device": _("New device added"),
     }[kind]
 
 
@@ -158,9 +160,7 @@ def save_email():
 @require("participant")
 @limiter.limit("30/hour")
 def push_subscribe():
-    choices.add_subscription(
-        current_user, request.get_json(silent=True), request.headers.get("User-Agent", "")
-    )
+    choices.add_subscription(current_user, json_body(), request.headers.get("User-Agent", ""))
     db.session.commit()
     return jsonify(message=_("Notifications are on for this phone.")), 201
 
@@ -168,7 +168,7 @@ def push_subscribe():
 @bp.post("/reminders/push/unsubscribe")
 @require("participant")
 def push_unsubscribe():
-    data = request.get_json(silent=True)
+    data = json_body()
     endpoint = data.get("endpoint") if isinstance(data, dict) else None
     choices.remove_subscription(current_user, endpoint)
     db.session.commit()
@@ -191,15 +191,18 @@ def send_test(channel: str):
             "inapp": _("A test message is waiting on your home page."),
         }[channel]
         return _page(test_result=message)
-    return _page(
-        503,
-        errors={
-            "test": _(
-                "The test reminder could not be sent just now. It is logged and your study "
-                "team can see it; the portal will try again."
-            )
-        },
-    )
+    # Only "could not be sent": what the push service or mail server answered is in the log
+    # for the study team, never on the page.
+    if outcome.status == "retry":
+        message = _(
+            "The test reminder could not be sent just now. It is logged and your study "
+            "team can see it; the portal will try again."
+        )
+    else:
+        message = _(
+            "The test reminder could not be sent. It is logged and your study team can see it."
+        )
+    return _page(503, errors={"test": message})
 
 
 # --- Home page ------------------------------------------------------------------------------
@@ -207,6 +210,8 @@ def send_test(channel: str):
 
 def home_banner(participant: Participant, now: datetime) -> dict | None:
     """The in-app reminders shown on top of the home page, if any."""
+    if participant.home_notices_until is None or participant.home_notices_until <= now:
+        return None
     reminders = dispatch.banner_reminders(participant, now)
     if not reminders:
         return None

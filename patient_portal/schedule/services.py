@@ -185,6 +185,7 @@ def plan_visits(participant: Participant, actor: str | None = None) -> list[Visi
                 "visits": {v.code: v.target_date for v in created},
             },
             actor=actor,
+            stream=participant.audit_stream,
         )
     return created
 
@@ -246,7 +247,13 @@ def change_day0(participant: Participant, new_day0: date, reason: str | None) ->
         visit.outside_window_reason = None
         _touch(visit)
         audit.record(
-            "visit.recomputed", "visit", visit.id, before=old, after=_snapshot(visit), reason=reason
+            "visit.recomputed",
+            "visit",
+            visit.id,
+            before=old,
+            after=_snapshot(visit),
+            reason=reason,
+            stream=participant.audit_stream,
         )
     audit.record(
         "participant.day0_changed",
@@ -255,6 +262,7 @@ def change_day0(participant: Participant, new_day0: date, reason: str | None) ->
         before={"day0": before},
         after={"day0": new_day0, "moved": {m.code: m.new_target for m in moves}},
         reason=reason,
+        stream=participant.audit_stream,
     )
     db.session.flush()
     # Visits not planned yet, questionnaire windows and reminders follow the new day 0.
@@ -304,6 +312,7 @@ def set_appointment(
         before=before,
         after=_snapshot(visit),
         reason=reason,
+        stream=visit.participant.audit_stream,
     )
     db.session.flush()
     # What hangs on the appointment (its reminders) is re-planned.
@@ -335,6 +344,7 @@ def mark_visit(visit: Visit, status: str, reason: str | None) -> Visit:
         before=before,
         after=_snapshot(visit),
         reason=reason,
+        stream=visit.participant.audit_stream,
     )
     db.session.flush()
     # A cancelled visit withdraws its questionnaires; undoing it brings them back.
@@ -365,9 +375,10 @@ def timeline(participant: Participant, now: datetime) -> list[TimelineEntry]:
     zone = site_of(participant).zone
     today = local_today(zone, now)
     protocol = get_protocol()
-    next_one = next_visit(participant, now)
+    visits = visits_of(participant)
+    next_one = next_visit(participant, now, visits)
     entries = []
-    for visit in visits_of(participant):
+    for visit in visits:
         if visit.status == "completed":
             state = "done"
         elif visit.status in ("missed", "cancelled"):
@@ -391,11 +402,16 @@ def timeline(participant: Participant, now: datetime) -> list[TimelineEntry]:
     return entries
 
 
-def next_visit(participant: Participant, now: datetime) -> Visit | None:
-    """The first planned visit not yet past, by its day on the site's calendar."""
+def next_visit(
+    participant: Participant, now: datetime, visits: list[Visit] | None = None
+) -> Visit | None:
+    """The first planned visit not yet past, by its day on the site's calendar; `visits` when
+    the caller has loaded them already."""
     zone = site_of(participant).zone
     today = local_today(zone, now)
-    upcoming = [v for v in visits_of(participant) if _is_upcoming(v, zone, today)]
+    if visits is None:
+        visits = visits_of(participant)
+    upcoming = [v for v in visits if _is_upcoming(v, zone, today)]
     if not upcoming:
         return None
     return min(
@@ -434,7 +450,11 @@ def issue_feed_token(participant: Participant) -> str:
     db.session.add(feed)
     db.session.flush()
     audit.record(
-        "calendar_feed.issued", "calendar_feed", feed.id, after={"participant": participant.id}
+        "calendar_feed.issued",
+        "calendar_feed",
+        feed.id,
+        after={"participant": participant.id},
+        stream=participant.audit_stream,
     )
     return token
 
@@ -452,6 +472,7 @@ def revoke_feed(participant: Participant) -> bool:
         feed.id,
         before={"revoked_at": None},
         after={"revoked_at": feed.revoked_at},
+        stream=participant.audit_stream,
     )
     return True
 

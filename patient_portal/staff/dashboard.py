@@ -24,7 +24,7 @@ from flask import current_app
 
 from patient_portal import clock
 from patient_portal.accounts.models import AuthSession, Participant
-from patient_portal.audit import AuditEvent
+from patient_portal.audit import AuditStream
 from patient_portal.extensions import db
 from patient_portal.protocol.services import get_protocol
 from patient_portal.questionnaires.models import Alert, Assignment
@@ -589,11 +589,11 @@ CACHED_DASHBOARDS = 64
 
 
 def data_version() -> str:
-    """The audit trail's last hash: every write of clinical or account data appends an event,
-    so a dashboard computed at the same version (and minute) is still true."""
-    return (
-        db.session.scalar(sa.select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)) or ""
-    )
+    """How many audit events are committed: every write of clinical or account data appends
+    one, so a dashboard computed at the same version (and minute) is still true. Counted from
+    the stream heads, not read from the newest event: streams commit in any order, so an event
+    with a lower id can appear after a higher one."""
+    return str(db.session.scalar(sa.select(sa.func.coalesce(sa.func.sum(AuditStream.seq), 0))))
 
 
 def _cache() -> OrderedDict:

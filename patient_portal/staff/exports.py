@@ -22,9 +22,10 @@ from typing import Any, NamedTuple
 from xml.sax.saxutils import escape, quoteattr
 
 import sqlalchemy as sa
+from sqlalchemy.orm import aliased
 
 from patient_portal import clock
-from patient_portal.accounts.models import Participant, StaffUser
+from patient_portal.accounts.models import EnrolmentToken, Participant, StaffUser
 from patient_portal.extensions import db
 from patient_portal.protocol.services import get_protocol
 from patient_portal.questionnaires.fhir import CANONICAL_BASE, instrument_to_fhir
@@ -39,6 +40,7 @@ ASSIGNMENT_SYSTEM = "https://care-ssc.example/fhir/assignment"
 # Which visit or series occurrence a response belongs to, and whether the protocol called for
 # it ("scheduled") or the participant started it ("unscheduled": a symptom report).
 PORTAL_EVENT_URL = "https://care-ssc.example/fhir/StructureDefinition/portal-event"
+STAFF_SYSTEM = "https://care-ssc.example/fhir/staff"
 ODM_NAMESPACE = "http://www.cdisc.org/ns/odm/v1.3"
 METADATA_OID = "MDV.CARE-SSc.1"
 PARTICIPANT_USER = "USR.PARTICIPANT"
@@ -185,6 +187,7 @@ class AnswerRow(NamedTuple):
     value: str
     answered_at: str
     email: str | None
+    submitted_by: str | None  # the staff member who submitted it (assisted entry), else None
 
 
 def _answers_query(sites: list[str]) -> sa.Select:
@@ -194,6 +197,7 @@ def _answers_query(sites: list[str]) -> sa.Select:
     them to Python objects and back would cost more than the rest of the export.
     """
     visit = visit_key_expression().label("visit")
+    submitter = aliased(StaffUser)
     return (
         sa.select(
             Participant.study_id,
@@ -210,6 +214,7 @@ def _answers_query(sites: list[str]) -> sa.Select:
             sa.cast(Answer.value, sa.Text),
             sa.cast(Answer.answered_at, sa.String),
             StaffUser.email,
+            submitter.email,
         )
         .select_from(Answer)
         .join(Assignment, Assignment.id == Answer.assignment_id)
@@ -217,6 +222,7 @@ def _answers_query(sites: list[str]) -> sa.Select:
         .join(Participant, Participant.id == Assignment.participant_id)
         .outerjoin(Visit, Visit.id == Assignment.visit_id)
         .outerjoin(StaffUser, StaffUser.id == Answer.entered_by_staff_id)
+        .outerjoin(submitter, submitter.id == Submission.entered_by_staff_id)
         .where(Participant.site_code.in_(sites))
         .order_by(Participant.study_id, visit, Assignment.occurrence, Assignment.id, Answer.id)
     )
@@ -243,6 +249,7 @@ def answer_rows(sites: list[str]) -> Iterator[AnswerRow]:
             raw,
             _iso_from_text(row[12]),
             row[13],
+            row[14],
         )
 
 
@@ -461,6 +468,12 @@ def fhir_bundle(sites: list[str]) -> Iterator[str]:
             "status": "completed",
             "subject": {"identifier": {"system": STUDY_ID_SYSTEM, "value": head.study_id}},
             "authored": head.submitted_at,
+            # Who sent it: the participant, or the coordinator who entered it with them.
+            "author": (
+                {"identifier": {"system": STAFF_SYSTEM, "value": head.submitted_by}}
+                if head.submitted_by
+                else {"identifier": {"system": STUDY_ID_SYSTEM, "value": head.study_id}}
+            ),
             "language": head.language,
             "extension": [
                 {
@@ -571,11 +584,19 @@ def _admin_data(sites: list[str]) -> Iterator[str]:
     staff = db.session.execute(
         sa.select(StaffUser.email, StaffUser.name)
         .where(
-            StaffUser.id.in_(
-                sa.select(Answer.entered_by_staff_id)
-                .join(Assignment, Assignment.id == Answer.assignment_id)
-                .join(Participant, Participant.id == Assignment.participant_id)
-                .where(Participant.site_code.in_(sites))
+            sa.or_(
+                StaffUser.id.in_(
+                    sa.select(Answer.entered_by_staff_id)
+                    .join(Assignment, Assignment.id == Answer.assignment_id)
+                    .join(Participant, Participant.id == Assignment.participant_id)
+                    .where(Participant.site_code.in_(sites))
+                ),
+                StaffUser.id.in_(
+                    sa.select(Submission.entered_by_staff_id)
+                    .join(Assignment, Assignment.id == Submission.assignment_id)
+                    .join(Participant, Participant.id == Assignment.participant_id)
+                    .where(Participant.site_code.in_(sites))
+                ),
             )
         )
         .order_by(StaffUser.email)
@@ -592,6 +613,32 @@ def _admin_data(sites: list[str]) -> Iterator[str]:
             'EffectiveDate="2020-01-01"/></Location>'
         )
     yield "</AdminData>"
+
+
+def _replacement_links(sites: list[str]) -> dict[str, list[str]]:
+    """Per study ID, the ODM comments on its replacement enrolment links: when, by whom, why,
+    and when a passkey was registered from it. The staff note stays in the portal."""
+    rows = db.session.execute(
+        sa.select(
+            Participant.study_id,
+            EnrolmentToken.created_at,
+            StaffUser.email,
+            EnrolmentToken.replacement_reason,
+            EnrolmentToken.used_at,
+        )
+        .join(Participant, Participant.id == EnrolmentToken.participant_id)
+        .outerjoin(StaffUser, StaffUser.id == EnrolmentToken.issued_by_id)
+        .where(Participant.site_code.in_(sites), EnrolmentToken.replacement_reason.is_not(None))
+        .order_by(Participant.study_id, EnrolmentToken.created_at, EnrolmentToken.id)
+    ).all()
+    comments: dict[str, list[str]] = {}
+    for study_id, issued_at, email, reason, used_at in rows:
+        used = f"; a passkey was registered from it at {timestamp(used_at)}" if used_at else ""
+        comments.setdefault(study_id, []).append(
+            f"Replacement enrolment link issued at {timestamp(issued_at)} by "
+            f"{_entered_by(email) if email else 'a command'} (reason: {reason}){used}."
+        )
+    return comments
 
 
 def odm_xml(sites: list[str]) -> Iterator[str]:
@@ -611,10 +658,17 @@ def odm_xml(sites: list[str]) -> Iterator[str]:
     yield "</Study>"
     yield from _admin_data(sites)
     yield f'<ClinicalData StudyOID="CARE-SSc" MetaDataVersionOID="{METADATA_OID}">'
+    replacements = _replacement_links(sites)
     for study_id, subject_group in groupby(answer_rows(sites), key=lambda r: r.study_id):
         subject_rows = list(subject_group)
         site = subject_rows[0].site_code
         yield f'<SubjectData SubjectKey={quoteattr(study_id)}><SiteRef LocationOID="LOC.{site}"/>'
+        # Someone other than the participant may have answered from a replacement link's device.
+        for number, comment in enumerate(replacements.get(study_id, []), start=1):
+            yield (
+                f'<Annotation SeqNum="{number}"><Comment SponsorOrSite="Site">'
+                f"{escape(comment)}</Comment></Annotation>"
+            )
         for (visit_key, series, occurrence), event_rows in groupby(
             subject_rows, key=lambda r: (r.visit, r.series_code, r.occurrence)
         ):
@@ -624,9 +678,11 @@ def odm_xml(sites: list[str]) -> Iterator[str]:
                 form_rows = list(form_group)
                 head = form_rows[0]
                 yield f'<FormData FormOID="F.{head.instrument_id}">'
+                edit_point = "DataManagement" if head.submitted_by else "Subject"
                 yield (
-                    f'<AuditRecord EditPoint="Subject" UsedImputationMethod="No">'
-                    f'<UserRef UserOID="{PARTICIPANT_USER}"/><LocationRef LocationOID="LOC.{site}"/>'
+                    f'<AuditRecord EditPoint="{edit_point}" UsedImputationMethod="No">'
+                    f"<UserRef UserOID={quoteattr(_user_oid(head.submitted_by))}/>"
+                    f'<LocationRef LocationOID="LOC.{site}"/>'
                     f"<DateTimeStamp>{head.submitted_at}</DateTimeStamp>"
                     f"<ReasonForChange>submitted, version {escape(head.instrument_version)}, "
                     f"language {head.language}</ReasonForChange></AuditRecord>"

@@ -14,6 +14,7 @@ from datetime import date
 
 from flask_babel import gettext as _
 
+from patient_portal import clock
 from patient_portal.accounts.auth import visible_site_codes
 from patient_portal.accounts.models import StaffUser
 from patient_portal.errors import PortalError
@@ -27,6 +28,7 @@ PAGE_SIZE = 50
 CHART_MAX_DAYS = 731
 MAX_PAGE = 100_000
 STUDY_ID_PATTERN = re.compile(r"^[A-Za-z0-9-]{1,20}$")
+PAGE_PATTERN = re.compile(r"[0-9]{1,6}")
 AUDIT_TEXT = re.compile(r"^[\w.@:+\- ]{1,120}$")
 
 
@@ -91,9 +93,11 @@ def parse_date_range(args: Mapping[str, str]) -> tuple[date | None, date | None]
 
 
 def parse_page(value: str | None) -> int:
+    """A page number, 1..MAX_PAGE, in ASCII digits (`str.isdigit` also accepts "²", which
+    `int` refuses)."""
     if not value:
         return 1
-    if not value.isdigit() or not 1 <= int(value) <= MAX_PAGE:
+    if not PAGE_PATTERN.fullmatch(value) or not 1 <= int(value) <= MAX_PAGE:
         raise PortalError(_("The page number is not valid."))
     return int(value)
 
@@ -130,6 +134,9 @@ def parse_filters(args: Mapping[str, str], staff: StaffUser) -> Filters:
     if study_id is not None and not STUDY_ID_PATTERN.match(study_id):
         raise PortalError(_("A study ID has only letters, digits and hyphens."))
     start, end = parse_date_range(args)
+    if start and not end and (clock.now().date() - start).days > CHART_MAX_DAYS:
+        # Left open, the period ends today: its chart would have a bar for every week since.
+        raise PortalError(_("Please choose a period of at most two years."))
     return Filters(
         sites=scoped_sites(staff, site),
         site=site,

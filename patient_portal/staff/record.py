@@ -8,7 +8,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from patient_portal import clock
-from patient_portal.accounts.models import Participant
+from patient_portal.accounts.models import EnrolmentToken, Participant, PasskeyCredential
 from patient_portal.audit import AuditEvent
 from patient_portal.extensions import db
 from patient_portal.questionnaires.models import Alert, Assignment
@@ -58,6 +58,19 @@ def participant_audit_history(participant: Participant, limit: int = 200) -> lis
         (
             "alert",
             sa.select(sa.cast(Alert.id, as_text)).where(Alert.participant_id == participant.id),
+        ),
+        # Links issued and passkeys added: who could sign in as the participant, and why.
+        (
+            "enrolment_token",
+            sa.select(sa.cast(EnrolmentToken.id, as_text)).where(
+                EnrolmentToken.participant_id == participant.id
+            ),
+        ),
+        (
+            "passkey",
+            sa.select(sa.cast(PasskeyCredential.id, as_text)).where(
+                PasskeyCredential.participant_id == participant.id
+            ),
         ),
     ]
     conditions = [

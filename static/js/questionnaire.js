@@ -1,51 +1,260 @@
-// Questionnaire pages: tap-on-line for 0–100 scales, and the offline banner with a resend.
-// CSP-safe (no inline script). The unsent answer is kept in memory only: never in
-// any kind of browser storage, so no health data stays on a shared phone.
+// Questionnaire pages: the answer queue (autosave that retries by itself), tap-on-line for
+// 0–100 scales, and the offline banner. CSP-safe (no inline script).
+//
+// Every tap on an answer goes into a queue, sent in order, one at a time. A save that fails
+// (no network, or the server answers 5xx, 408 or 429) is sent again after 1, 2, 4, 8… seconds,
+// at most 30, without waiting for the browser to say it is back online; the question and its
+// buttons stay on screen, the tapped answer stays shown as chosen, and the status area under
+// the buttons (#answer-status) says the answer is not saved yet. A later tap on the same question replaces an unsent earlier one.
+// The queue lives in this page's memory only: never in any kind of browser storage, so no
+// health data stays on a shared phone.
 (function () {
   "use strict";
   if (window.careQuestionnaire) { return; }
   window.careQuestionnaire = true;
 
-  var unsent = null; // the form whose answer did not reach the server
+  var FIRST_DELAY = 1000;
+  var MAX_DELAY = 30000;
+  var queue = [];       // {url, body, values, kind}, in the order tapped
+  var sending = null;   // the entry on its way (still queue[0])
+  var failing = false;  // the last attempt failed: the status area says so
+  var delay = 0;
+  var timer = null;
 
   function banner(show) {
     var element = document.getElementById("offline-banner");
     if (element) { element.hidden = !show; }
   }
 
-  function resend() {
-    if (!unsent || !navigator.onLine) { return; }
-    var form = unsent;
-    unsent = null;
-    if (form.isConnected) {
-      form.requestSubmit();
-    } else {
-      banner(false);
+  function question() { return document.getElementById("question"); }
+
+  function urlOf(form) { return form.getAttribute("hx-post") || form.getAttribute("action"); }
+
+  // The question on screen is the one this URL saves.
+  function onScreen(url) {
+    var section = question();
+    if (!section) { return false; }
+    return Array.prototype.some.call(section.querySelectorAll("form"), function (form) {
+      return urlOf(form) === url;
+    });
+  }
+
+  function pendingFor(url) {
+    for (var i = queue.length - 1; i >= 0; i -= 1) {
+      if (queue[i].url === url) { return queue[i]; }
+    }
+    return null;
+  }
+
+  // --- What the participant sees --------------------------------------------------------------
+
+  function showStatus() {
+    var status = document.getElementById("answer-status");
+    var template = document.getElementById("save-retrying");
+    if (!status) { return; }
+    var shown = status.querySelector(".q-retrying");
+    if (failing && queue.length) {
+      if (!shown && template) {
+        status.replaceChildren(template.content.cloneNode(true));
+      }
+    } else if (shown) {
+      status.replaceChildren();
     }
   }
 
-  document.addEventListener("htmx:sendError", function (event) {
-    var form = event.detail.elt && event.detail.elt.closest ? event.detail.elt.closest("form") : null;
-    if (form) { unsent = form; }
-    banner(true);
-  });
+  function pressOnly(section, form) {
+    section.querySelectorAll("button[aria-pressed]").forEach(function (button) {
+      button.setAttribute("aria-pressed", button.form === form ? "true" : "false");
+    });
+  }
 
-  document.addEventListener("htmx:afterRequest", function (event) {
-    if (event.detail.successful || (event.detail.xhr && event.detail.xhr.status > 0)) {
-      if (!unsent) { banner(false); }
+  function showValue(section, value) {
+    var current = section.querySelector(".q-current");
+    var meter = section.querySelector(".vas-meter");
+    if (meter) { meter.value = Number(value); }
+    if (!current) { return; }
+    var strong = document.createElement("strong");
+    strong.textContent = value;
+    var parts = [current.dataset.label + " ", strong];
+    if (current.dataset.unit) { parts.push(" " + current.dataset.unit); }
+    current.replaceChildren.apply(current, parts);
+  }
+
+  // The answer this tap stands for, as shown on screen now (which may be an unsent earlier
+  // tap): a toggle adds to or removes from what is shown, − and + move from what is shown.
+  function valuesOf(form) {
+    var section = question();
+    var toggles = form.closest(".q-choices[data-exclusive]");
+    var stepper = form.closest(".q-stepper");
+    if (toggles && form.dataset.option !== undefined) {
+      var exclusive = JSON.parse(toggles.dataset.exclusive).map(String);
+      var options = [], chosen = [];
+      toggles.querySelectorAll("form[data-option]").forEach(function (each) {
+        options.push(each.dataset.option);
+        var button = each.querySelector("button");
+        if (button && button.getAttribute("aria-pressed") === "true") {
+          chosen.push(each.dataset.option);
+        }
+      });
+      var option = form.dataset.option;
+      var keep;
+      if (chosen.indexOf(option) >= 0) {
+        keep = chosen.filter(function (v) { return v !== option; });
+      } else if (exclusive.indexOf(option) >= 0) {
+        keep = [option];
+      } else {
+        keep = chosen.filter(function (v) { return exclusive.indexOf(v) < 0; }).concat([option]);
+      }
+      var selection = options.filter(function (v) { return keep.indexOf(v) >= 0; });
+      toggles.querySelectorAll("form[data-option]").forEach(function (each) {
+        var button = each.querySelector("button");
+        if (button) {
+          button.setAttribute("aria-pressed", selection.indexOf(each.dataset.option) >= 0 ? "true" : "false");
+        }
+      });
+      return {values: selection, kind: "toggle"};
     }
+    if (stepper && section) {
+      var low = Number(stepper.dataset.min), high = Number(stepper.dataset.max);
+      var step = Number(stepper.dataset.step);
+      var up = form === stepper.querySelectorAll("form")[1];
+      var shown = stepper.dataset.value;
+      var next;
+      if (shown === "") {
+        next = up ? Math.min(high, low + step) : low;
+      } else {
+        next = up ? Math.min(high, Number(shown) + step) : Math.max(low, Number(shown) - step);
+      }
+      stepper.dataset.value = String(next);
+      showValue(section, String(next));
+      return {values: [String(next)], kind: "number"};
+    }
+    var values = new FormData(form).getAll("value").map(String);
+    if (form.classList.contains("vas-form") && section) {
+      var scale = section.querySelector(".q-stepper");
+      if (scale) { scale.dataset.value = values[0]; }
+      showValue(section, values[0]);
+    } else if (section && form.querySelector("button[aria-pressed]")) {
+      pressOnly(section, form);
+    }
+    return {values: values, kind: "value"};
+  }
+
+  // --- The queue --------------------------------------------------------------------------------
+
+  function enqueue(form) {
+    var url = urlOf(form);
+    var answer = valuesOf(form);
+    var body = new URLSearchParams();
+    new FormData(form).forEach(function (value, name) {
+      if (name !== "value") { body.append(name, value); }
+    });
+    answer.values.forEach(function (value) { body.append("value", value); });
+    // An unsent earlier tap on the same question is replaced; the one on its way is not
+    // recalled, and this one follows it.
+    queue = queue.filter(function (entry) { return entry === sending || entry.url !== url; });
+    queue.push({url: url, body: body});
+    if (timer) {
+      clearTimeout(timer);
+      timer = null;
+    }
+    sendNext();
+  }
+
+  function retryLater() {
+    failing = true;
+    delay = delay ? Math.min(delay * 2, MAX_DELAY) : FIRST_DELAY;
+    showStatus();
+    if (!navigator.onLine) { banner(true); }
+    timer = setTimeout(function () {
+      timer = null;
+      sendNext();
+    }, delay);
+  }
+
+  function sendNext() {
+    if (sending || timer || !queue.length) { return; }
+    var entry = queue[0];
+    sending = entry;
+    fetch(entry.url, {
+      method: "POST",
+      body: entry.body,
+      credentials: "same-origin",
+      cache: "no-store",
+      headers: {
+        "HX-Request": "true",
+        "HX-Target": "question",
+        "HX-Current-URL": window.location.href
+      }
+    }).then(function (response) {
+      if (response.status >= 500 || response.status === 408 || response.status === 429) {
+        throw new Error("not saved: " + response.status);
+      }
+      return response.text().then(function (html) { return [response, html]; });
+    }).then(function (result) {
+      sending = null;
+      queue.shift();
+      failing = false;
+      delay = 0;
+      banner(false);
+      arrived(entry, result[0], result[1]);
+      showStatus();
+      sendNext();
+    }).catch(function () {
+      sending = null;
+      // Tapped again while this one was on its way: the later answer replaces it.
+      if (queue.slice(1).some(function (later) { return later.url === entry.url; })) {
+        queue.shift();
+      }
+      retryLater();
+    });
+  }
+
+  // The server's answer to a save: its question fragment (saved, or refused with the reason)
+  // replaces the question, unless the participant has moved on or tapped again since.
+  function arrived(entry, response, html) {
+    var redirect = response.headers.get("HX-Redirect");
+    if (redirect) {
+      window.location.href = redirect;
+      return;
+    }
+    if (response.status === 204 || pendingFor(entry.url) || !onScreen(entry.url)) { return; }
+    window.htmx.swap(question(), html, {swapStyle: "outerHTML"});
+  }
+
+  // Answer forms are sent by the queue, not by htmx (their hx-post stays for the markup, and
+  // without JavaScript they post as plain forms).
+  document.addEventListener("htmx:confirm", function (event) {
+    var form = event.detail.elt;
+    if (!form || form.tagName !== "FORM" || !form.closest("#question")) { return; }
+    event.preventDefault();
+    enqueue(form);
   });
 
+  window.addEventListener("beforeunload", function (event) {
+    if (queue.length) { event.preventDefault(); }
+  });
+
+  // Offline is worth saying at once; back online, an unsent answer goes without waiting.
   window.addEventListener("offline", function () { banner(true); });
   window.addEventListener("online", function () {
-    if (unsent) { resend(); } else { banner(false); }
+    banner(false);
+    if (timer) {
+      clearTimeout(timer);
+      timer = null;
+    }
+    sendNext();
+  });
+  document.addEventListener("htmx:sendError", function () {
+    if (!navigator.onLine) { banner(true); }
   });
 
-  function showIfOffline() {
+  function showState() {
     if (!navigator.onLine) { banner(true); }
+    showStatus();
   }
-  document.addEventListener("DOMContentLoaded", showIfOffline);
-  document.addEventListener("htmx:afterSettle", showIfOffline);
+  document.addEventListener("DOMContentLoaded", showState);
+  document.addEventListener("htmx:afterSettle", showState);
 
   // Tap on the line of a 0–100 scale: the position becomes the answer (no dragging).
   document.addEventListener("click", function (event) {

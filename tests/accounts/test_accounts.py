@@ -249,7 +249,7 @@ def test_a_new_enrolment_link_ends_sessions_and_can_revoke_passkeys(
     token = csrf_token(staff_client, f"/staff/participants/{participant.study_id}")
     response = staff_client.post(
         f"/staff/participants/{participant.study_id}/enrolment-link",
-        data={"csrf_token": token, "revoke_passkeys": "yes"},
+        data={"csrf_token": token, "revoke_passkeys": "yes", "reason": "lost_or_stolen"},
     )
     assert response.status_code == 201
     assert "<svg" in response.get_data(as_text=True)

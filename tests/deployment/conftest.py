@@ -200,14 +200,35 @@ def vapid_private_key() -> str:
 # --- processes -----------------------------------------------------------------------------------
 
 
-def unit_command(unit: str, **replacements: str) -> list[str]:
-    """The ExecStart of a systemd unit in deploy/, with its paths moved to this checkout."""
+def unit_commands(unit: str, **replacements: str) -> list[list[str]]:
+    """Every ExecStart of a systemd unit in deploy/, in order, its paths moved to this checkout."""
     text = (ROOT / "deploy" / "systemd" / unit).read_text()
-    line = next(line for line in text.splitlines() if line.startswith("ExecStart="))
-    command = line.removeprefix("ExecStart=").replace("/srv/care-ssc/.venv/bin/", f"{BIN}/")
-    for old, new in replacements.items():
-        command = command.replace(old, new)
-    return shlex.split(command)
+    commands = []
+    for line in text.splitlines():
+        if not line.startswith("ExecStart="):
+            continue
+        command = line.removeprefix("ExecStart=").replace("/srv/care-ssc/.venv/bin/", f"{BIN}/")
+        for old, new in replacements.items():
+            command = command.replace(old, new)
+        commands.append(shlex.split(command))
+    return commands
+
+
+def unit_environment(unit: str) -> dict[str, str]:
+    """The Environment= lines of a unit (its EnvironmentFile is the deployment's env)."""
+    text = (ROOT / "deploy" / "systemd" / unit).read_text()
+    pairs = [
+        line.removeprefix("Environment=").split("=", 1)
+        for line in text.splitlines()
+        if line.startswith("Environment=")
+    ]
+    return {name: value.replace("wsgi.py", str(ROOT / "wsgi.py")) for name, value in pairs}
+
+
+def unit_command(unit: str, **replacements: str) -> list[str]:
+    """The one ExecStart of a service unit."""
+    (command,) = unit_commands(unit, **replacements)
+    return command
 
 
 def nginx_site(certificates: Certificates, https_port: int, http_port: int, app_ports, cache: Path):
@@ -391,9 +412,10 @@ def _drop_database(admin: sa.Engine, name: str) -> None:
 
 
 def _url_as(url: sa.URL, role: str, database: str) -> str:
-    return url.set(username=role, password=None, database=database).render_as_string(
-        hide_password=False
-    )
+    """A plain postgresql:// URL, as an operator writes it (pg_dump reads it too)."""
+    return url.set(
+        drivername="postgresql", username=role, password=None, database=database
+    ).render_as_string(hide_password=False)
 
 
 @pytest.fixture(scope="session")
@@ -448,11 +470,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     )
     try:
         # The upgrade order of docs/deployment.md: migrate as the owner, grant the app role.
-        for step in (("db", "upgrade"),):
+        for step in (("db", "upgrade"), ("database", "grant-app-role", APP_ROLE)):
             done = deployment.flask(*step, owner=True)
-            assert done.returncode == 0, done.stderr
-        # TODO(merge): grant-app-role from the audit redesign; until then the owner runs the app.
-        env["DATABASE_URL"] = owner_env["DATABASE_URL"]
+            assert done.returncode == 0, done.stdout + done.stderr
         for port in app_ports:
             log = folder / f"gunicorn-{port}.log"
             command = unit_command("care-ssc@.service", **{"%i": str(port)})

@@ -101,8 +101,9 @@ def test_a_backup_restores_into_a_verified_portal(
         ).one()
         client = app.test_client()
         client.set_cookie("portal_session", open_session_for(staff), domain="localhost")
-        page = client.get(f"/staff/participants/{study_id}", headers={"Accept-Language": "en"})
+        page = client.get(f"/staff/participants/{study_id}")
         assert page.status_code == 200
         text = page.get_data(as_text=True)
-        assert "Your overall health" in text
-        assert "Taking all of this into account" in text
+        # In the coordinator's language (French, the portal's default).
+        assert "Votre santé en général" in text
+        assert "En tenant compte de tout cela" in text

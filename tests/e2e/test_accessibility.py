@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from patient_portal import clock
+from patient_portal.accounts.models import EnrolmentToken, PasskeyCredential
 from patient_portal.accounts.services import issue_enrolment_link
 from patient_portal.extensions import db
 from patient_portal.questionnaires import services as questionnaires
@@ -68,6 +69,31 @@ def _submitted_check_in(participant) -> Assignment:
     return weekly
 
 
+def _replaced_phone(participant, coordinator) -> None:
+    """A first passkey, then one from a replacement link: the home page's new-device notice,
+    the marks on the settings and staff pages, and the staff page's reason form all show."""
+    db.session.add(
+        PasskeyCredential(
+            participant_id=participant.id, credential_id=b"first", public_key=b"-", nickname="A"
+        )
+    )
+    db.session.flush()
+    issue_enrolment_link(participant, coordinator, reason="lost_or_stolen", note="At the desk")
+    link = db.session.scalars(
+        sa.select(EnrolmentToken).where(EnrolmentToken.participant_id == participant.id)
+    ).one()
+    link.used_at = clock.now()
+    db.session.add(
+        PasskeyCredential(
+            participant_id=participant.id,
+            credential_id=b"second",
+            public_key=b"-",
+            nickname="B",
+            enrolment_token_id=link.id,
+        )
+    )
+
+
 @pytest.fixture
 def world(make_participant, make_staff) -> Callable[[str], World]:
     def build(language: str) -> World:
@@ -86,6 +112,7 @@ def world(make_participant, make_staff) -> Callable[[str], World]:
         done = _submitted_check_in(participant)
         token = issue_enrolment_link(newcomer, None)
         coordinator = make_staff(language=language, sites=["JGH"])
+        _replaced_phone(participant, coordinator)
         admin = make_staff(role="admin", language=language, sites=[])
         db.session.commit()
         return World(

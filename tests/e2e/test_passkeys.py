@@ -34,8 +34,8 @@ def virtual_authenticator(page, *, user_verified: bool = True):
     return cdp, added["authenticatorId"]
 
 
-def enrolment_link(owner, coordinator) -> str:
-    raw = services.issue_enrolment_link(owner, coordinator)
+def enrolment_link(owner, coordinator, reason: str | None = None) -> str:
+    raw = services.issue_enrolment_link(owner, coordinator, reason=reason)
     db.session.commit()
     return services.enrolment_url(raw)
 
@@ -112,7 +112,8 @@ def test_a_used_link_and_an_expired_link_are_refused(
     assert "already been used" in second.content()
     assert_accessible(second)
 
-    expired_link = enrolment_link(participant, coordinator)
+    # The participant has a passkey now: a further link is a replacement, with a reason.
+    expired_link = enrolment_link(participant, coordinator, reason="new_device")
     from patient_portal.accounts.models import EnrolmentToken
 
     token = db.session.scalar(sa.select(EnrolmentToken).order_by(EnrolmentToken.id.desc()))

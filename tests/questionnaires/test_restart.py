@@ -34,6 +34,7 @@ class Server:
             **os.environ,
             "DATABASE_URL": settings["SQLALCHEMY_DATABASE_URI"],
             "SECRET_KEY": settings["SECRET_KEY"],
+            "PORTAL_AUDIT_KEY": settings["PORTAL_AUDIT_KEY"],
             "PORTAL_ORIGIN": settings["PORTAL_ORIGIN"],
             "PORTAL_RP_ID": settings["PORTAL_RP_ID"],
             "RATELIMIT_STORAGE_URI": "memory://",

@@ -88,7 +88,10 @@ def verify_vapid(authorization: str, audience: str) -> tuple[dict, str]:
 
 class PushService:
     """A push service on 127.0.0.1: /push/<name> accepts (201) after checking everything;
-    /gone/<name> answers 410 and /busy/<name> 503, as real services do."""
+    /gone/<name> answers 410 and /busy/<name> 503, as real services do; /redirect/<name>
+    answers 307 to /push/<name>, which the portal must not follow.
+
+    The portal posts to it only once `allowed_in(app)` names it a test receiver."""
 
     def __init__(self, browser: Browser):
         self.browser = browser
@@ -107,6 +110,11 @@ class PushService:
                     return
                 if self.path.startswith("/busy/"):
                     self.send_response(503)
+                    self.end_headers()
+                    return
+                if self.path.startswith("/redirect/"):
+                    self.send_response(307)
+                    self.send_header("Location", "/push/" + self.path.split("/", 2)[2])
                     self.end_headers()
                     return
                 try:
@@ -136,6 +144,11 @@ class PushService:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def allowed_in(self, app) -> PushService:
+        """Let the app post here: a loopback test receiver (PORTAL_PUSH_TEST_RECEIVERS)."""
+        app.config["PORTAL_PUSH_TEST_RECEIVERS"] = (("127.0.0.1", self.port),)
+        return self
 
     def url(self, kind: str = "push", name: str = "phone") -> str:
         return f"{self.origin}/{kind}/{name}"

@@ -186,6 +186,7 @@ def test_web_push_reaches_the_phone_signed_encrypted_and_neutral(
     participant = signed_in(day0=date(2026, 12, 1))
     browser = Browser()
     with PushService(browser) as service:
+        service.allowed_in(app)
         answer = _subscribe(client, csrf_token, browser.subscription(service.url()))
         assert answer.status_code == 201
         rows = reminders_of(participant, channel="push", kind="infusion")
@@ -217,6 +218,7 @@ def test_a_test_push_from_the_page(app, client, csrf_token, signed_in):
     signed_in(day0=None, language="en")
     browser = Browser()
     with PushService(browser) as service:
+        service.allowed_in(app)
         _subscribe(client, csrf_token, browser.subscription(service.url()))
         page = client.post(
             "/reminders/test/push", data={"csrf_token": csrf_token(client, "/reminders")}
@@ -232,6 +234,7 @@ def test_a_subscription_the_push_service_says_is_gone_is_removed(
     participant = signed_in(day0=date(2026, 12, 1))
     browser = Browser()
     with PushService(browser) as service:
+        service.allowed_in(app)
         _subscribe(client, csrf_token, browser.subscription(service.url("gone")))
         rows = reminders_of(participant, channel="push", status="planned")
         first = rows[0]
@@ -257,6 +260,7 @@ def test_a_busy_push_service_is_retried_with_backoff(app, client, csrf_token, si
     participant = signed_in(day0=date(2026, 12, 1))
     browser = Browser()
     with PushService(browser) as service:
+        service.allowed_in(app)
         _subscribe(client, csrf_token, browser.subscription(service.url("busy")))
         first = reminders_of(participant, channel="push", status="planned")[0]
         moment = now(first.due_at + timedelta(seconds=30))

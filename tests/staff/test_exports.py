@@ -12,9 +12,13 @@ import pytest
 import sqlalchemy as sa
 from fhir.resources.R4B.bundle import Bundle
 
+from patient_portal import clock
+from patient_portal.accounts import services
+from patient_portal.accounts.models import PasskeyCredential
 from patient_portal.audit import AuditEvent
+from patient_portal.demo import answer_and_submit
 from patient_portal.extensions import db
-from patient_portal.questionnaires.models import Answer, Submission
+from patient_portal.questionnaires.models import Answer, Assignment, Submission
 
 ODM = "{http://www.cdisc.org/ns/odm/v1.3}"
 KINDS = [
@@ -212,3 +216,69 @@ def test_an_export_leaves_the_connection_fit_for_other_statements(two_sites, mak
     db.session.commit()
     db.session.expire_all()
     assert member.site_codes == ["CHUM", "JGH", "SLS"]
+
+
+def test_the_odm_export_notes_replacement_links_without_the_staff_note(
+    signed_in, coordinator, in_year
+):
+    participant = in_year("JGH", days=40, habit="all", language="en")
+    other = in_year("JGH", days=40, habit="all", language="en")
+    db.session.add(
+        PasskeyCredential(
+            participant_id=participant.id, credential_id=b"phone", public_key=b"-", nickname="x"
+        )
+    )
+    db.session.flush()
+    services.issue_enrolment_link(
+        participant, coordinator, reason="lost_or_stolen", note="Private remark"
+    )
+    db.session.commit()
+    _response, text = _download(signed_in, "clinical-data.odm.xml")
+    assert "Private remark" not in text
+    root = ET.fromstring(text)
+    subjects = {s.get("SubjectKey"): s for s in root.iter(f"{ODM}SubjectData")}
+    comments = [c.text for c in subjects[participant.study_id].iter(f"{ODM}Comment")]
+    assert len(comments) == 1
+    assert "reason: lost_or_stolen" in comments[0]
+    assert f"staff:{coordinator.email}" in comments[0]
+    assert list(subjects[other.study_id].iter(f"{ODM}Annotation")) == []
+
+
+def test_answers_a_coordinator_entered_are_theirs_in_every_export(signed_in, coordinator, in_year):
+    """Assisted entry: the coordinator answers and submits with the participant at the site. No
+    export may present those answers, or their submission, as the participant's self-report."""
+    participant = in_year("JGH", days=40, habit="none", language="en")
+    assignment = db.session.scalars(
+        sa.select(Assignment)
+        .where(Assignment.participant_id == participant.id, Assignment.closes_at > clock.now())
+        .where(Assignment.opens_at <= clock.now())
+        .order_by(Assignment.id)
+    ).first()
+    answer_and_submit(assignment, coordinator, clock.now(), level=2)
+    db.session.commit()
+    staff_name = f"staff:{coordinator.email}"
+
+    _response, text = _download(signed_in, "answers.csv")
+    rows = [r for r in _rows(text) if r["study_id"] == participant.study_id]
+    assert rows and {r["entered_by"] for r in rows} == {staff_name}
+
+    _response, text = _download(signed_in, "questionnaire-responses.fhir.json")
+    bundle = Bundle.model_validate_json(text)
+    authors = [
+        e.resource.author.identifier.value
+        for e in bundle.entry
+        if e.resource.get_resource_type() == "QuestionnaireResponse"
+        and e.resource.subject.identifier.value == participant.study_id
+    ]
+    assert authors == [coordinator.email]
+
+    _response, text = _download(signed_in, "clinical-data.odm.xml")
+    root = ET.fromstring(text)
+    subject = next(
+        s for s in root.iter(f"{ODM}SubjectData") if s.get("SubjectKey") == participant.study_id
+    )
+    users = {u.get("OID") for u in root.iter(f"{ODM}User")}
+    for record in subject.iter(f"{ODM}AuditRecord"):
+        assert record.get("EditPoint") == "DataManagement"
+        user = record.find(f"{ODM}UserRef").get("UserOID")
+        assert user == f"USR.STAFF.{coordinator.email}" and user in users

@@ -40,6 +40,7 @@ def _participant_page_again(error: PortalError):
 FORM_PAGES: dict[str, Callable] = {
     "staff.enrol_participant": participants.participants_page,
     "staff.withdraw": _participant_page_again,
+    "staff.new_enrolment_link": _participant_page_again,
     "staff.invite_staff": team.team_page,
     "staff.update_member": team.team_page,
     "staff.set_member_active": team.team_page,

@@ -75,7 +75,7 @@ def dashboard():
     return response
 
 
-@workspace.post("/alerts/<int:alert_id>/acknowledge")
+@workspace.post("/alerts/<id:alert_id>/acknowledge")
 @require("staff")
 def acknowledge_alert(alert_id: int):
     """Acknowledge an alert from any staff page, with what was done and an optional note."""

@@ -15,9 +15,10 @@ from flask_babel import gettext as _
 from flask_login import current_user
 from markupsafe import Markup
 
+from patient_portal import clock
 from patient_portal.accounts import services
 from patient_portal.accounts.auth import participant_of_visible_site, require, visible_site_codes
-from patient_portal.accounts.models import Participant
+from patient_portal.accounts.models import REPLACEMENT_REASONS, Participant
 from patient_portal.errors import PortalError
 from patient_portal.extensions import db, limiter
 from patient_portal.i18n import LANGUAGES, current_language
@@ -102,6 +103,13 @@ def participant_page(person: Participant, error: PortalError | None = None):
     page = render_template(
         "staff/participant.html",
         participant=person,
+        replacement_links=services.replacement_links(person),
+        replacement_reasons=[
+            (code, services.replacement_reason_label(code)) for code in REPLACEMENT_REASONS
+        ],
+        replacement_reason_label=services.replacement_reason_label,
+        error_field=error.field if error else None,
+        moment=clock.now(),
         sessions=services.live_sessions(person),
         assignments=record.participant_assignments(person),
         submitted=submissions_of(person, with_answers=True),
@@ -153,7 +161,11 @@ def new_enrolment_link(study_id: str):
     if person.status == "withdrawn":
         abort(409)
     raw = services.issue_enrolment_link(
-        person, current_user, revoke_passkeys=request.form.get("revoke_passkeys") == "yes"
+        person,
+        current_user,
+        revoke_passkeys=request.form.get("revoke_passkeys") == "yes",
+        reason=request.form.get("reason") or None,
+        note=request.form.get("note", ""),
     )
     db.session.commit()
     return link_page(person, raw)

@@ -56,7 +56,7 @@ def _member(staff_id: int) -> StaffUser:
     return member
 
 
-@staff.post("/team/<int:staff_id>")
+@staff.post("/team/<id:staff_id>")
 @require("admin")
 def update_member(staff_id: int):
     """Set a staff member's role and sites."""
@@ -68,7 +68,7 @@ def update_member(staff_id: int):
     return redirect(url_for("staff.team"), 303)
 
 
-@staff.post("/team/<int:staff_id>/active")
+@staff.post("/team/<id:staff_id>/active")
 @require("admin")
 def set_member_active(staff_id: int):
     """Deactivate (signed out everywhere) or reactivate a staff account."""
@@ -78,7 +78,7 @@ def set_member_active(staff_id: int):
     return redirect(url_for("staff.team"), 303)
 
 
-@staff.post("/team/<int:staff_id>/investigator")
+@staff.post("/team/<id:staff_id>/investigator")
 @require("admin")
 def set_member_investigator(staff_id: int):
     """Mark or unmark a staff member as an investigator (escalated alerts reach them)."""
