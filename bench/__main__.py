@@ -54,6 +54,8 @@ RATIO_TARGETS = {
     "autosave": 0.35,
 }
 STATEMENT_TARGETS = {"home": 3, "item": 3, "autosave": 5}
+# The session cookie's name: __Host-portal_session under production settings.
+SESSION_COOKIE = "portal_session"
 
 
 def run_command(command: list[str], env: dict[str, str]) -> str:
@@ -220,7 +222,7 @@ def targets(
 ) -> list[wrk.Target]:
     """Every endpoint measured: the two references, then the portal's pages."""
     base = f"http://{HOST}:{port}"
-    as_participant = {"Cookie": f"portal_session={participant}"}
+    as_participant = {"Cookie": f"{SESSION_COOKIE}={participant}"}
     found = [
         wrk.Target("bare text", f"http://{HOST}:{references['text']}/"),
         wrk.Target("bare DB page", f"http://{HOST}:{references['page']}/"),
@@ -251,7 +253,7 @@ def targets(
         )
     found.append(
         wrk.Target(
-            "dashboard", base + "/staff/dashboard", headers={"Cookie": f"portal_session={staff}"}
+            "dashboard", base + "/staff/dashboard", headers={"Cookie": f"{SESSION_COOKIE}={staff}"}
         )
     )
     return found
@@ -284,7 +286,8 @@ def statements_per_request(env: dict[str, str], target_list: list[wrk.Target]) -
             cookie = headers.pop("Cookie", "")
             client = app.test_client()
             if cookie:
-                client.set_cookie("portal_session", cookie.split("=", 1)[1], domain="localhost")
+                name, value = cookie.split("=", 1)
+                client.set_cookie(name, value, domain="localhost")
             for _ in range(2):  # the second request is the steady state
                 seen.clear()
                 answer = client.open(
@@ -395,7 +398,9 @@ def measure(args: argparse.Namespace) -> dict:
     )
     prepare_database(env)
     study_id, participant, staff = signed_in_sessions(env)
-    cookie = {"Cookie": f"portal_session={participant}"}
+    global SESSION_COOKIE
+    SESSION_COOKIE = "__Host-portal_session" if production else "portal_session"
+    cookie = {"Cookie": f"{SESSION_COOKIE}={participant}"}
     references = {"text": args.port + 1, "page": args.port + 2}
     servers = {"portal": start_gunicorn(env, args.port, args.workers)}
     try:

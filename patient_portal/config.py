@@ -235,7 +235,9 @@ def load_settings(instance_path: Path, environ: dict[str, str] | None = None) ->
         "PORTAL_RP_NAME": env.get("PORTAL_RP_NAME", "CARE-SSc"),
         "RATELIMIT_STORAGE_URI": ratelimit_uri,
         "RATELIMIT_HEADERS_ENABLED": True,
-        "SESSION_COOKIE_NAME": "portal_session",
+        # __Host-: the browser keeps it only if Secure, for this host alone and the whole path
+        # (ASVS 3.3.3); plain HTTP in development cannot carry such a cookie.
+        "SESSION_COOKIE_NAME": "__Host-portal_session" if production else "portal_session",
         "SESSION_COOKIE_SECURE": production,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",

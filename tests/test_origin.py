@@ -110,6 +110,9 @@ def test_responses_carry_the_production_headers(production):
     assert response.headers["Referrer-Policy"] == "same-origin"
     cookie = response.headers["Set-Cookie"]
     assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    # __Host-: Secure, Path=/ and no Domain, or the browser refuses it.
+    assert cookie.startswith("__Host-portal_session=") and "Path=/" in cookie
+    assert "Domain" not in cookie
 
 
 def _sign_in_options(client, address: str):

@@ -11,6 +11,7 @@ from flask_login import current_user
 from htmx_flask import make_response
 
 from patient_portal.accounts.models import AuthSession, Participant, StaffUser
+from patient_portal.errors import log_refusal
 from patient_portal.extensions import db, login_manager
 from patient_portal.protocol.services import get_protocol
 
@@ -80,6 +81,8 @@ def participant_of_visible_site(study_id: str, staff: StaffUser) -> Participant:
         )
     )
     if participant is None:
+        # Unknown, or of a site the staff member does not cover: both look like no one.
+        log_refusal("no visible participant")
         abort(404)
     return participant
 

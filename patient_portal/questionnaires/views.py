@@ -466,12 +466,12 @@ def answer(assignment: Assignment, item_id: str):
     services.save_answer(assignment, item.id, raw, current_user)
     answers = services.answers_of(assignment, instrument)
     if _is_fragment():
-        # Rendered before the commit, while the rows are still loaded (a commit expires them);
-        # a failed commit raises and this response is never sent, so "Saved" stays true.
+        # Committed before rendering, so the questionnaire's row lock and its audit stream's
+        # head are released at once, not held while the fragment renders; the loaded rows keep
+        # what was just written (no reload). A failed commit raises: "Saved" is never shown.
+        _commit_keeping_rows()
         context = _item_context(assignment, instrument, item, answers, saved=True)
-        response = _render("questionnaires/_item.html", **context)
-        db.session.commit()
-        return response
+        return _render("questionnaires/_item.html", **context)
     db.session.commit()
     if item.type in ONE_TAP_TYPES:
         following = (
@@ -483,6 +483,16 @@ def answer(assignment: Assignment, item_id: str):
     return redirect(
         _item_url(assignment, item, review=request.values.get("review") == "1", saved=1), 303
     )
+
+
+def _commit_keeping_rows() -> None:
+    """Commit without expiring the loaded rows: they hold exactly what was committed."""
+    session = db.session()
+    session.expire_on_commit = False
+    try:
+        session.commit()
+    finally:
+        session.expire_on_commit = True
 
 
 def _review(assignment: Assignment, status: int = 200, error: str | None = None):

@@ -172,7 +172,7 @@ def test_a_coordinator_and_a_participant_through_the_proxy(deployment: Deploymen
     phone.wait_for_url(lambda url: "/sign-in" not in url)
     expect(phone.get_by_role("navigation").first).to_be_visible()
     for cookie in phone.context.cookies():
-        if cookie["name"] == "portal_session":
+        if cookie["name"] == "__Host-portal_session":
             assert cookie["secure"] and cookie["httpOnly"] and cookie["expires"] > 0
 
     desk.goto(deployment.origin + "/staff/dashboard")
@@ -260,7 +260,7 @@ def test_writes_from_elsewhere_are_refused(deployment: Deployment):
 def test_the_calendar_feed_is_on_the_public_origin_whatever_host_says(
     deployment: Deployment, participant_session
 ):
-    cookie = f"portal_session={participant_session}"
+    cookie = f"__Host-portal_session={participant_session}"
     # Through nginx, another Host is refused before any app server sees it.
     assert deployment.request("GET", "/", headers={"Host": "evil.example"}).status == 421
     # Straight at an app server, with forged Host and forwarded headers.
