@@ -114,5 +114,6 @@ def _connect_features(app: Flask) -> None:
     app.extensions["home_sections"] = [
         HomeSection("accounts/_new_device_banner.html", accounts_views.new_device_banner),
         HomeSection("questionnaires/_home_section.html", questionnaires_views.home_section),
+        HomeSection("questionnaires/_report_section.html", questionnaires_views.report_section),
         HomeSection("reminders/_home_banner.html", reminders_views.home_banner),
     ]

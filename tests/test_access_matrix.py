@@ -59,8 +59,9 @@ def valid_form(endpoint: str, world: World) -> dict[str, str | list[str]]:
     forms: dict[str, dict[str, str | list[str]]] = {
         "core.switch_language": {"language": "en", "next": "/"},
         "accounts.rename_passkey": {"nickname": "Work phone"},
-        "questionnaires.acknowledge_alert": {"note": "Called back"},
-        "workspace.acknowledge_alert": {"note": "Called back"},
+        "questionnaires.acknowledge_alert": {"outcome": "called", "note": "Called back"},
+        "workspace.acknowledge_alert": {"outcome": "called", "note": "Called back"},
+        "staff.set_member_investigator": {"investigator": "yes"},
         "staff.enrol_participant": {"site": "JGH", "language": "en", "day0": ""},
         "staff.withdraw": {"reason": "Moved away"},
         "staff.new_enrolment_link": {"reason": "new_device"},

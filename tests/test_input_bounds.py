@@ -225,7 +225,11 @@ def test_an_acknowledged_alert_with_a_bad_next_lands_on_the_dashboard(as_, world
     coordinator, token = as_("coordinator")
     response = coordinator.post(
         f"/staff/alerts/{world.values['alert_id']}/acknowledge",
-        data={"csrf_token": token, "next": "/staff/participants\r\nX-Injected: 1"},
+        data={
+            "csrf_token": token,
+            "outcome": "called",
+            "next": "/staff/participants\r\nX-Injected: 1",
+        },
     )
     assert response.status_code == 303
     assert response.headers["Location"] == "/staff/dashboard"

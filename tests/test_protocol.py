@@ -35,6 +35,13 @@ def test_care_ssc_defaults():
     assert windows["M6"] == (168, 182, 196)
     assert windows["M12"] == (351, 365, 379)
     assert [v.code for v in protocol.visits if v.is_infusion] == ["M0", "M3"]
+    # Safety between visits: the diary after both infusions, reports, targets, working hours.
+    [diary] = protocol.visit_series
+    assert (diary.after_visits, diary.days, diary.open_hour) == (("M0", "M3"), 7, 6)
+    assert protocol.series_codes() == ["WEEKLY", "DIARY_M0", "DIARY_M3", "REPORT"]
+    assert protocol.alert_targets["urgent"].minutes(protocol.sites["JGH"].working_hours) == 240
+    assert protocol.alert_targets["routine"].minutes(protocol.sites["SLS"].working_hours) == 960
+    assert all(site.emergency_number for site in protocol.sites.values())
 
 
 def _broken(change) -> dict:
@@ -56,6 +63,34 @@ def _broken(change) -> dict:
         (lambda r: r["visits"][2].update(kind="party"), "visits[2].kind: 'party' is not one of"),
         (lambda r: r["sites"].append(copy.deepcopy(r["sites"][0])), "sites: duplicate code 'JGH'"),
         (lambda r: r["visits"].reverse(), "visits: must be listed in order of their day"),
+        (
+            lambda r: r["visit_series"][0].update(after_visits=["M5"]),
+            "visit_series[0].after_visits: must list visit codes of this protocol",
+        ),
+        (
+            lambda r: r["visit_series"][0].update(open_hour=24),
+            "visit_series[0].open_hour: must be an hour from 0 to 23",
+        ),
+        (
+            lambda r: r["unscheduled"].update(code="WEEKLY"),
+            "series: duplicate series code 'WEEKLY'",
+        ),
+        (
+            lambda r: r["alert_targets"].update(soon={"working_hours": 1}),
+            "alert_targets.soon: is not one of urgent, routine",
+        ),
+        (
+            lambda r: r["alert_targets"].update(urgent={"hours": 4}),
+            "alert_targets.urgent: must give one of working_hours or working_days",
+        ),
+        (
+            lambda r: r["sites"][0]["working_hours"].update(start="17:00"),
+            "sites[0].working_hours: end must come after start",
+        ),
+        (
+            lambda r: r["sites"][1]["working_hours"].update(days=[0, 1]),
+            "sites[1].working_hours.days: must list ISO weekdays",
+        ),
     ],
 )
 def test_a_bad_protocol_names_file_field_and_problem(change, message):

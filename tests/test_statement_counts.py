@@ -88,8 +88,9 @@ def test_home_looks_for_in_app_reminders_while_one_may_show(
     assert client.post("/reminders/test/inapp", data={"csrf_token": token}).status_code == 200
     home = client.get("/home").get_data(as_text=True)
     assert "Rappel d’essai CARE-SSc" in home
-    # While a notice may show: the in-app reminders, and a new device's notice, are looked for.
-    assert _statements(app, client, "/home") == 5
+    # While a notice may show: the in-app reminders, a new device's notice, and the reports
+    # whose alerts the team may have seen (docs/safety.md) are looked for.
+    assert _statements(app, client, "/home") == 6
 
 
 def test_a_questionnaire_item_costs_three_statements(app, make_participant, sign_in):

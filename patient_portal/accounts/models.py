@@ -120,6 +120,8 @@ class StaffUser(db.Model):
     role: Mapped[str] = mapped_column(sa.String(12))
     language: Mapped[str] = mapped_column(sa.String(2), default="fr")
     active: Mapped[bool] = mapped_column(default=True)
+    # Alerts past their response target are escalated to the site's investigators.
+    investigator: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=clock.now)
 
     site_links: Mapped[list[StaffSite]] = relationship(

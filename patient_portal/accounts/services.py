@@ -209,6 +209,24 @@ def update_staff(member: StaffUser, role: str, site_codes: list[str], by: StaffU
     return True
 
 
+def set_staff_investigator(member: StaffUser, investigator: bool, by: StaffUser) -> bool:
+    """Mark a staff member as an investigator of their sites (alerts past their response
+    target are escalated to them), audited; False when nothing changed."""
+    if member.investigator == investigator:
+        return False
+    member.investigator = investigator
+    db.session.flush()
+    audit.record(
+        "staff.investigator",
+        "staff",
+        member.email,
+        before={"investigator": not investigator},
+        after={"investigator": investigator},
+        actor=by.audit_name,
+    )
+    return True
+
+
 def set_staff_active(member: StaffUser, active: bool, by: StaffUser) -> bool:
     """Deactivate (signed out everywhere, links stopped) or reactivate a staff account, audited."""
     if member.id == by.id:

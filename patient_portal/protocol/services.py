@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
+from datetime import time
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -13,10 +15,26 @@ DEFAULT_PROTOCOL_FILE = Path(__file__).with_name("care_ssc.json")
 VISIT_KINDS = ("screening", "infusion", "safety", "follow_up", "end_of_study")
 LANGUAGES = ("fr", "en")
 COUNTRIES = ("CA", "FR")
+SEVERITIES = ("urgent", "routine")
+_CLOCK_TIME = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 
 
 class ProtocolError(RuntimeError):
     """The protocol file is wrong: the message names the file, the field and the problem."""
+
+
+@dataclass(frozen=True)
+class WorkingHours:
+    """When a site's team works: ISO weekdays (1 = Monday) and a daily span on its wall clock."""
+
+    days: tuple[int, ...] = (1, 2, 3, 4, 5)
+    start: time = time(9, 0)
+    end: time = time(17, 0)
+
+    @property
+    def day_minutes(self) -> int:
+        """How many working minutes one working day holds."""
+        return (self.end.hour * 60 + self.end.minute) - (self.start.hour * 60 + self.start.minute)
 
 
 @dataclass(frozen=True)
@@ -31,6 +49,7 @@ class Site:
     address: str
     phone: str
     emergency_number: str
+    working_hours: WorkingHours = field(default_factory=WorkingHours)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -67,6 +86,49 @@ class Series:
 
 
 @dataclass(frozen=True)
+class VisitSeries:
+    """A daily questionnaire on days 1..`days` after each listed visit's actual date, each day
+    open from `open_hour` on the site's wall clock until the same hour the next day."""
+
+    code: str
+    instrument: str
+    after_visits: tuple[str, ...]
+    days: int
+    open_hour: int
+
+    def occurrence_code(self, visit_code: str) -> str:
+        """The series code stored on one visit's diaries (DIARY_M0), as exports show it."""
+        return f"{self.code}_{visit_code}"
+
+
+@dataclass(frozen=True)
+class Unscheduled:
+    """Reports a participant may start at any time ("report a symptom"), open `open_hours`."""
+
+    code: str
+    instrument: str
+    open_hours: int
+
+
+@dataclass(frozen=True)
+class AlertTarget:
+    """How soon a person must respond to an alert of one severity, in the site's working time
+    (working days count as the site's working-day length)."""
+
+    working_hours: int = 0
+    working_days: int = 0
+
+    def minutes(self, hours: WorkingHours) -> int:
+        return self.working_hours * 60 + self.working_days * hours.day_minutes
+
+
+DEFAULT_ALERT_TARGETS = {
+    "urgent": AlertTarget(working_hours=4),
+    "routine": AlertTarget(working_days=2),
+}
+
+
+@dataclass(frozen=True)
 class Protocol:
     study_code: str
     registry: str
@@ -77,9 +139,23 @@ class Protocol:
     open_days_before_target: int
     grace_hours: int
     default_visit_hour: int
+    visit_series: tuple[VisitSeries, ...] = ()
+    unscheduled: Unscheduled | None = None
+    alert_targets: dict[str, AlertTarget] = field(
+        default_factory=lambda: dict(DEFAULT_ALERT_TARGETS)
+    )
 
     def site(self, code: str) -> Site:
         return self.sites[code]
+
+    def series_codes(self) -> list[str]:
+        """Every series code an assignment can carry: the repeating series, each visit
+        series once per visit it follows, then the unscheduled reports."""
+        codes = [series.code for series in self.series]
+        codes += [vs.occurrence_code(v) for vs in self.visit_series for v in vs.after_visits]
+        if self.unscheduled is not None:
+            codes.append(self.unscheduled.code)
+        return codes
 
     def visit(self, code: str) -> VisitDefinition:
         return next(v for v in self.visits if v.code == code)
@@ -147,7 +223,28 @@ def _read_site(r: _Reader, raw: object, where: str) -> Site:
         address=r.text(raw, "address", where),
         phone=r.text(raw, "phone", where),
         emergency_number=r.text(raw, "emergency_number", where),
+        working_hours=_read_working_hours(r, raw, where),
     )
+
+
+def _read_working_hours(r: _Reader, raw: object, where: str) -> WorkingHours:
+    if not isinstance(raw, dict) or "working_hours" not in raw:
+        return WorkingHours()
+    where = f"{where}.working_hours"
+    hours = r.field(raw, "working_hours", dict, where.rsplit(".", 1)[0])
+    days = r.field(hours, "days", list, where)
+    if not days or any(
+        not isinstance(d, int) or isinstance(d, bool) or not 1 <= d <= 7 for d in days
+    ):
+        raise r.fail(f"{where}.days", "must list ISO weekdays 1 (Monday) to 7 (Sunday)")
+    start, end = (r.text(hours, key, where) for key in ("start", "end"))
+    for key, value in (("start", start), ("end", end)):
+        if not _CLOCK_TIME.match(value):
+            raise r.fail(f"{where}.{key}", "must be a time HH:MM")
+    opens, closes = time.fromisoformat(start), time.fromisoformat(end)
+    if closes <= opens:
+        raise r.fail(where, "end must come after start")
+    return WorkingHours(days=tuple(sorted(set(days))), start=opens, end=closes)
 
 
 def _read_visit(r: _Reader, raw: object, where: str) -> VisitDefinition:
@@ -188,6 +285,58 @@ def _read_series(r: _Reader, raw: object, where: str) -> Series:
     return series
 
 
+def _read_visit_series(
+    r: _Reader, raw: object, where: str, visits: list[VisitDefinition]
+) -> VisitSeries:
+    after = r.field(raw, "after_visits", list, where)
+    codes = {v.code for v in visits}
+    if not after or any(code not in codes for code in after):
+        raise r.fail(f"{where}.after_visits", "must list visit codes of this protocol")
+    series = VisitSeries(
+        code=r.text(raw, "code", where),
+        instrument=r.text(raw, "instrument", where),
+        after_visits=tuple(after),
+        days=r.field(raw, "days", int, where),
+        open_hour=r.field(raw, "open_hour", int, where),
+    )
+    if not 1 <= series.days <= 60:
+        raise r.fail(f"{where}.days", "must be 1 to 60 days")
+    if not 0 <= series.open_hour <= 23:
+        raise r.fail(f"{where}.open_hour", "must be an hour from 0 to 23")
+    if any(len(series.occurrence_code(code)) > 20 for code in after):
+        raise r.fail(f"{where}.code", "code, underscore and visit code must fit 20 characters")
+    return series
+
+
+def _read_unscheduled(r: _Reader, raw: object) -> Unscheduled:
+    unscheduled = Unscheduled(
+        code=r.text(raw, "code", "unscheduled"),
+        instrument=r.text(raw, "instrument", "unscheduled"),
+        open_hours=r.field(raw, "open_hours", int, "unscheduled"),
+    )
+    if not 1 <= unscheduled.open_hours <= 24 * 7:
+        raise r.fail("unscheduled.open_hours", "must be 1 to 168 hours")
+    return unscheduled
+
+
+def _read_alert_targets(r: _Reader, raw: object) -> dict[str, AlertTarget]:
+    targets = dict(DEFAULT_ALERT_TARGETS)
+    for severity, target in r.field(raw, "alert_targets", dict, "").items():
+        where = f"alert_targets.{severity}"
+        if severity not in SEVERITIES:
+            raise r.fail(where, f"is not one of {', '.join(SEVERITIES)}")
+        if not isinstance(target, dict) or len(target) != 1:
+            raise r.fail(where, "must give one of working_hours or working_days")
+        ((unit, amount),) = target.items()
+        if unit not in ("working_hours", "working_days"):
+            raise r.fail(where, "must give one of working_hours or working_days")
+        amount = r.field(target, unit, int, where)
+        if amount <= 0:
+            raise r.fail(f"{where}.{unit}", "must be greater than 0")
+        targets[severity] = AlertTarget(**{unit: amount})
+    return targets
+
+
 def parse_protocol(raw: object, filename: str) -> Protocol:
     """Validate the decoded protocol file and build the Protocol, or raise ProtocolError."""
     r = _Reader(filename)
@@ -214,6 +363,22 @@ def parse_protocol(raw: object, filename: str) -> Protocol:
         raise r.fail("visits", "must be listed in order of their day")
     if not 0 <= hour <= 23:
         raise r.fail("default_visit_hour", "must be an hour from 0 to 23")
+    assert isinstance(raw, dict)  # r.field above refused anything else
+    visit_series = [
+        _read_visit_series(r, s, f"visit_series[{i}]", visits)
+        for i, s in enumerate(
+            r.field(raw, "visit_series", list, "") if "visit_series" in raw else []
+        )
+    ]
+    unscheduled = _read_unscheduled(r, raw["unscheduled"]) if "unscheduled" in raw else None
+    series_codes = [s.code for s in series] + [
+        vs.occurrence_code(v) for vs in visit_series for v in vs.after_visits
+    ]
+    if unscheduled is not None:
+        series_codes.append(unscheduled.code)
+    duplicates = {c for c in series_codes if series_codes.count(c) > 1}
+    if duplicates:
+        raise r.fail("series", f"duplicate series code {sorted(duplicates)[0]!r}")
     return Protocol(
         study_code=r.text(study, "code", "study"),
         registry=r.text(study, "registry", "study"),
@@ -226,6 +391,11 @@ def parse_protocol(raw: object, filename: str) -> Protocol:
         ),
         grace_hours=r.field(windows, "grace_hours", int, "questionnaire_windows"),
         default_visit_hour=hour,
+        visit_series=tuple(visit_series),
+        unscheduled=unscheduled,
+        alert_targets=_read_alert_targets(r, raw)
+        if "alert_targets" in raw
+        else dict(DEFAULT_ALERT_TARGETS),
     )
 
 

@@ -47,7 +47,7 @@ PORTAL_ITEM_URL = "https://care-ssc.example/fhir/StructureDefinition/portal-item
 CANONICAL_BASE = "https://care-ssc.example/fhir/Questionnaire/"
 
 # Keys accepted in the JSON of each portal extension.
-PORTAL_SCORING_KEYS = {"scoring", "alerts", "estimated_minutes"}
+PORTAL_SCORING_KEYS = {"scoring", "alerts", "estimated_minutes", "alerts_on_answer"}
 PORTAL_ITEM_KEYS = {
     "type",
     "anchors",
@@ -394,6 +394,8 @@ def instrument_to_fhir(instrument: Instrument, lang: str = "en") -> dict[str, An
         portal["scoring"] = [score_rule_to_dict(rule) for rule in instrument.scoring]
     if instrument.alerts:
         portal["alerts"] = [alert_rule_to_dict(rule) for rule in instrument.alerts]
+    if instrument.alerts_on_answer:
+        portal["alerts_on_answer"] = True
     if portal:
         questionnaire["extension"] = [_portal_extension(PORTAL_SCORING_URL, portal)]
     questionnaire["item"] = exporter.pages()

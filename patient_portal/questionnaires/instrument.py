@@ -37,6 +37,9 @@ ORDER_OPERATORS = (">", ">=", "<", "<=")
 
 SCORE_KINDS = ("sum", "mean", "haq_di", "shaq_vas")
 
+# How soon a person must look at an alert; each has a response target per site (protocol file).
+SEVERITIES = ("urgent", "routine")
+
 # The eight HAQ-DI categories, in the order of the published instrument.
 HAQ_CATEGORIES = (
     "dressing_grooming",
@@ -203,6 +206,8 @@ class AlertRule:
     item: str | None = None
     score: str | None = None
     message_key: str | None = None
+    severity: str = "routine"
+    label: LocalizedText | None = None
 
 
 @dataclass(frozen=True)
@@ -218,6 +223,9 @@ class Instrument:
     estimated_minutes: int | None = None
     scoring: tuple[ScoreRule, ...] = ()
     alerts: tuple[AlertRule, ...] = ()
+    # Item rules are also checked as each answer is saved, so an urgent answer raises its
+    # alert before the form is finished (the post-infusion diary, symptom reports).
+    alerts_on_answer: bool = False
     source: str = field(default="", compare=False)
 
     @cached_property
@@ -321,6 +329,9 @@ def alert_rule_to_dict(rule: AlertRule) -> dict[str, Any]:
     data: dict[str, Any] = {"id": rule.id, "when": when}
     if rule.message_key is not None:
         data["message_key"] = rule.message_key
+    data["severity"] = rule.severity
+    if rule.label is not None:
+        data["label"] = rule.label.to_dict()
     return data
 
 
@@ -380,7 +391,7 @@ class _Parser:
         self.keys(
             data,
             required={"id", "version", "title", "introduction", "licence", "pages"},
-            optional={"estimated_minutes", "scoring", "alerts"},
+            optional={"estimated_minutes", "scoring", "alerts", "alerts_on_answer"},
             what="the instrument",
         )
         instrument_id = data["id"]
@@ -400,6 +411,8 @@ class _Parser:
             raise self.fail("the instrument has no question to answer")
         scoring = self.scoring(data.get("scoring", []), items_so_far)
         alerts = self.alerts(data.get("alerts", []), items_so_far, scoring)
+        self.item_id, self.where = None, "item"
+        alerts_on_answer = self.boolean(data.get("alerts_on_answer", False), "alerts_on_answer")
         return Instrument(
             id=instrument_id,
             version=version,
@@ -410,6 +423,7 @@ class _Parser:
             pages=pages,
             scoring=scoring,
             alerts=alerts,
+            alerts_on_answer=alerts_on_answer,
             source=self.source,
         )
 
@@ -784,7 +798,12 @@ class _Parser:
             self.item_id = alert_id
             if any(rule.id == alert_id for rule in rules):
                 raise self.fail("the alert id is used twice")
-            self.keys(entry, required={"id", "when"}, optional={"message_key"}, what="an alert")
+            self.keys(
+                entry,
+                required={"id", "when"},
+                optional={"message_key", "severity", "label"},
+                what="an alert",
+            )
             rules.append(self.alert(entry, items, names))
         self.item_id, self.where = None, "item"
         return tuple(rules)
@@ -793,6 +812,10 @@ class _Parser:
         message_key = entry.get("message_key")
         if message_key is not None and not (isinstance(message_key, str) and message_key):
             raise self.fail("message_key must be a non-empty string")
+        severity = entry.get("severity", "routine")
+        if severity not in SEVERITIES:
+            raise self.fail(f"severity {severity!r} must be one of {', '.join(SEVERITIES)}")
+        label = self.text(entry["label"], "label") if "label" in entry else None
         when = self.mapping(entry["when"], "when")
         if "item" in when:
             self.keys(when, required={"item", "operator", "value"}, optional=set(), what="when")
@@ -806,6 +829,8 @@ class _Parser:
                 value=condition.value,
                 item=target.id,
                 message_key=message_key,
+                severity=severity,
+                label=label,
             )
         self.keys(when, required={"score", "operator", "value"}, optional=set(), what="when")
         if when["score"] not in names:
@@ -823,7 +848,15 @@ class _Parser:
         if not valid:
             raise self.fail(f"value {value!r} does not suit operator {operator}")
         value = tuple(value) if operator == "in" else value
-        return AlertRule(entry["id"], operator, value, score=when["score"], message_key=message_key)
+        return AlertRule(
+            entry["id"],
+            operator,
+            value,
+            score=when["score"],
+            message_key=message_key,
+            severity=severity,
+            label=label,
+        )
 
     # -- small checks
 

@@ -123,8 +123,16 @@ class Submission(db.Model):
     __table_args__ = (sa.CheckConstraint("language IN ('fr', 'en')", name="language"),)
 
 
+ALERT_OUTCOMES = ("called", "no_answer", "advised_emergency", "adverse_event", "no_action")
+
+
 class Alert(db.Model):
-    """A rule met by a participant's answers, for the site's coordinators to acknowledge."""
+    """A rule met by a participant's answers, for the site's coordinators to acknowledge.
+
+    It keeps the answer that raised it (item and value, shown in each reader's language), its
+    severity and the response target (`due_at`, in the site's working time); `notified_at`
+    and `escalated_at` record the e-mails the dispatcher sent about it.
+    """
 
     __tablename__ = "alert"
 
@@ -134,9 +142,16 @@ class Alert(db.Model):
     assignment_id: Mapped[int | None] = mapped_column(sa.ForeignKey("assignment.id"))
     rule_id: Mapped[str] = mapped_column(sa.String(64))
     message_key: Mapped[str | None] = mapped_column(sa.String(120))
+    severity: Mapped[str] = mapped_column(sa.String(8), default="routine", server_default="routine")
+    item_id: Mapped[str | None] = mapped_column(sa.String(64))
+    value: Mapped[Any | None] = mapped_column(sa.JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=clock.now)
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     acknowledged_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("staff_user.id"))
     acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    outcome: Mapped[str | None] = mapped_column(sa.String(24))
     note: Mapped[str | None] = mapped_column(sa.Text)
 
     participant: Mapped[Participant] = relationship()
@@ -145,4 +160,6 @@ class Alert(db.Model):
 
     __table_args__ = (
         sa.UniqueConstraint("assignment_id", "rule_id", name="uq_alert_assignment_rule"),
+        sa.CheckConstraint("severity IN ('urgent', 'routine')", name="severity"),
+        sa.Index("ix_alert_open_due", "acknowledged_at", "due_at"),
     )

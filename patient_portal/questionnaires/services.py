@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 import sqlalchemy as sa
+from flask_babel import gettext as _
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, SessionTransaction, joinedload, selectinload
 
@@ -22,6 +23,7 @@ from patient_portal.accounts.models import Participant, StaffUser
 from patient_portal.errors import PortalError
 from patient_portal.extensions import db
 from patient_portal.protocol.services import get_protocol
+from patient_portal.questionnaires import alerts
 from patient_portal.questionnaires.engine import (
     effective_answers,
     missing_required,
@@ -30,7 +32,7 @@ from patient_portal.questionnaires.engine import (
 from patient_portal.questionnaires.instrument import Instrument
 from patient_portal.questionnaires.loader import get_instrument
 from patient_portal.questionnaires.models import Alert, Answer, Assignment, Submission
-from patient_portal.questionnaires.scoring import evaluate_alerts, score, scorer_versions
+from patient_portal.questionnaires.scoring import score, scorer_versions
 from patient_portal.schedule.models import Visit
 from patient_portal.timezones import local_instant
 
@@ -90,7 +92,10 @@ def _wanted(participant: Participant) -> list[_Planned]:
     protocol = get_protocol()
     zone = site_zone(participant)
     wanted: list[_Planned] = []
-    visits = db.session.scalars(sa.select(Visit).where(Visit.participant_id == participant.id))
+    visits = list(
+        db.session.scalars(sa.select(Visit).where(Visit.participant_id == participant.id))
+    )
+    wanted += _visit_series_wanted(participant, visits)
     for visit in visits:
         definition = next((v for v in protocol.visits if v.code == visit.code), None)
         if definition is None:
@@ -125,6 +130,51 @@ def _wanted(participant: Participant) -> list[_Planned]:
                 )
                 occurrence += 1
                 day += series.every_days
+    return wanted
+
+
+def _actual_date(visit: Visit) -> dt.date | None:
+    """The day a visit took place: its appointment's day on the site's calendar, or the target
+    day of one marked done without an appointment; None while neither is known."""
+    if visit.scheduled_at is not None:
+        return visit.scheduled_at.astimezone(visit.zone).date()
+    if visit.status == "completed":
+        return visit.target_date
+    return None
+
+
+def _visit_series_wanted(participant: Participant, visits: list[Visit]) -> list[_Planned]:
+    """The daily questionnaires on the days after each visit a visit series follows.
+
+    They are planned from the visit's appointment (each opens the morning after it, so only
+    once the appointment has passed) or from the day it was marked done; a visit cancelled or
+    missed withdraws them. Every participant gets the same, whatever they receive.
+    """
+    protocol = get_protocol()
+    zone = site_zone(participant)
+    by_code = {visit.code: visit for visit in visits}
+    wanted = []
+    for series in protocol.visit_series:
+        opening = dt.time(series.open_hour)
+        for code in series.after_visits:
+            visit = by_code.get(code)
+            actual = _actual_date(visit) if visit is not None else None
+            if visit is None or actual is None:
+                continue
+            series_code = series.occurrence_code(code)
+            for day in range(1, series.days + 1):
+                opens_on = actual + timedelta(days=day)
+                wanted.append(
+                    _Planned(
+                        key=("series", series_code, day - 1, series.instrument),
+                        instrument_id=series.instrument,
+                        opens_at=local_instant(opens_on, zone, opening),
+                        closes_at=local_instant(opens_on + timedelta(days=1), zone, opening),
+                        series_code=series_code,
+                        occurrence=day - 1,
+                        withdrawn=visit.status in ("cancelled", "missed"),
+                    )
+                )
     return wanted
 
 
@@ -198,7 +248,11 @@ def plan_assignments(participant: Participant, actor: str | None = None) -> int:
             continue
         if _update(assignment, plan, instrument, withdrawn):
             changed.append(assignment)
+    unscheduled = get_protocol().unscheduled
     for key, assignment in existing.items():
+        if unscheduled is not None and assignment.series_code == unscheduled.code:
+            # Started by the participant, not planned: the protocol never calls for them.
+            continue
         if key not in wanted_keys and assignment.status in ("planned", "in_progress"):
             assignment.status = "withdrawn"
             changed.append(assignment)
@@ -404,6 +458,11 @@ def save_answer(assignment: Assignment, item_id: str, raw_value: object, actor: 
         actor=actor.audit_name,
         stream=assignment.participant.audit_stream,
     )
+    if instrument.alerts_on_answer:
+        answers[item_id] = value
+        alerts.raise_alerts(
+            assignment, instrument, answers, item_id=item_id, actor=actor.audit_name
+        )
     return value
 
 
@@ -450,20 +509,9 @@ def submit(assignment: Assignment, actor: Actor, language: str) -> tuple[Submiss
     assignment.status = "completed"
     if assignment.started_at is None:
         assignment.started_at = now
-    raised = []
-    rules = {rule.id: rule for rule in instrument.alerts}
-    for rule_id in evaluate_alerts(instrument, answers, scores):
-        raised.append(rule_id)
-        db.session.add(
-            Alert(
-                participant_id=assignment.participant_id,
-                assignment_id=assignment.id,
-                rule_id=rule_id,
-                message_key=rules[rule_id].message_key,
-                created_at=now,
-            )
-        )
     db.session.flush()
+    alerts.raise_alerts(assignment, instrument, answers, scores, actor=actor.audit_name)
+    raised = [alert.rule_id for alert in alerts_of(assignment)]
     audit.record(
         "questionnaire.submitted",
         "assignment",
@@ -492,41 +540,6 @@ def alerts_of(assignment: Assignment) -> list[Alert]:
     )
 
 
-def open_alerts(participant: Participant) -> list[Alert]:
-    """The participant's alerts no coordinator has acknowledged yet, oldest first."""
-    return list(
-        db.session.scalars(
-            sa.select(Alert)
-            .where(Alert.participant_id == participant.id, Alert.acknowledged_at.is_(None))
-            .order_by(Alert.created_at, Alert.id)
-        )
-    )
-
-
-NOTE_MAX = 1000
-
-
-def acknowledge_alert(alert: Alert, staff: StaffUser, note: str | None) -> bool:
-    """Mark an alert as seen by a coordinator, with an optional note; False if already done."""
-    if alert.acknowledged_at is not None:
-        return False
-    note = (note or "").strip()[:NOTE_MAX] or None
-    alert.acknowledged_at = clock.now()
-    alert.acknowledged_by_id = staff.id
-    alert.note = note
-    db.session.flush()
-    audit.record(
-        "alert.acknowledged",
-        "alert",
-        alert.id,
-        before={"acknowledged_at": None},
-        after={"acknowledged_at": alert.acknowledged_at, "note": note},
-        actor=staff.audit_name,
-        stream=alert.participant.audit_stream,
-    )
-    return True
-
-
 def submissions_of(participant: Participant, with_answers: bool = False) -> list[Assignment]:
     """The participant's completed assignments, most recent submission first (staff views);
     `with_answers` loads every answer too, in one more statement, for pages that show them."""
@@ -539,3 +552,65 @@ def submissions_of(participant: Participant, with_answers: bool = False) -> list
     if with_answers:
         query = query.options(selectinload(Assignment.answers))
     return list(db.session.scalars(query))
+
+
+# ---------------------------------------------------------------------------------------------
+# Unscheduled reports ("report a symptom")
+
+
+def start_report(participant: Participant) -> Assignment:
+    """Open an unscheduled symptom report now, or give back the one left unfinished.
+
+    A report is an assignment of the protocol's unscheduled series, numbered in the order
+    they were started; it stays open for the protocol's `open_hours`.
+    """
+    unscheduled = get_protocol().unscheduled
+    if unscheduled is None:
+        raise PortalError(_("This study does not take symptom reports here."), 404)
+    if participant.status == "withdrawn":
+        raise QuestionnaireError("withdrawn")
+    now = clock.now()
+    mine = sa.select(Assignment).where(
+        Assignment.participant_id == participant.id,
+        Assignment.series_code == unscheduled.code,
+    )
+    unfinished = db.session.scalars(
+        mine.where(
+            Assignment.status.in_(("planned", "in_progress")), Assignment.closes_at > now
+        ).order_by(Assignment.id.desc())
+    ).first()
+    if unfinished is not None:
+        return unfinished
+    last = db.session.scalar(
+        sa.select(sa.func.max(Assignment.occurrence)).where(
+            Assignment.participant_id == participant.id,
+            Assignment.series_code == unscheduled.code,
+        )
+    )
+    instrument = get_instrument(unscheduled.instrument)
+    report = Assignment(
+        participant_id=participant.id,
+        series_code=unscheduled.code,
+        occurrence=0 if last is None else last + 1,
+        instrument_id=instrument.id,
+        instrument_version=instrument.version,
+        opens_at=now,
+        closes_at=now + timedelta(hours=unscheduled.open_hours),
+        status="planned",
+        created_at=now,
+    )
+    try:
+        with db.session.begin_nested():
+            db.session.add(report)
+    except IntegrityError:
+        # A second tap started the same report number at the same moment: use that one.
+        return db.session.scalars(mine.order_by(Assignment.id.desc())).first()  # type: ignore[return-value]
+    audit.record(
+        "report.started",
+        "assignment",
+        report.id,
+        after={"series": report.series_code, "occurrence": report.occurrence},
+        actor=participant.audit_name,
+        stream=participant.audit_stream,
+    )
+    return report

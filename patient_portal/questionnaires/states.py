@@ -75,6 +75,9 @@ def longest_window() -> timedelta:
         if visit.questionnaires
     ]
     spans += [series.open_days for series in protocol.series]
+    spans += [1 for _series in protocol.visit_series]  # a diary day: one morning to the next
+    if protocol.unscheduled is not None:
+        spans.append(-(-protocol.unscheduled.open_hours // 24))
     return timedelta(days=max(spans, default=0) + 1)
 
 

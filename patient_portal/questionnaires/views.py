@@ -8,15 +8,17 @@ An item page is a full page; when htmx posts an answer it gets the item fragment
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from functools import wraps
 from typing import Any
 
+from babel.dates import format_timedelta
 from flask import Blueprint, abort, redirect, render_template, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
 from htmx_flask import request
 
+from patient_portal import clock
 from patient_portal.accounts.auth import (
     answer_unauthenticated,
     participant_of_visible_site,
@@ -26,9 +28,18 @@ from patient_portal.accounts.auth import (
 from patient_portal.accounts.models import Participant
 from patient_portal.errors import rolled_back
 from patient_portal.extensions import db
-from patient_portal.i18n import current_language, format_date, format_datetime, format_number
+from patient_portal.i18n import (
+    babel_locale,
+    current_language,
+    format_date,
+    format_datetime,
+    format_number,
+    format_time,
+    local_datetime,
+    viewer_locale_and_zone,
+)
 from patient_portal.protocol.services import get_protocol
-from patient_portal.questionnaires import services
+from patient_portal.questionnaires import alerts, services
 from patient_portal.questionnaires.engine import (
     AnswerError,
     first_unanswered,
@@ -110,8 +121,15 @@ def _local_date(moment, assignment: Assignment, format: str = "full") -> str:
 
 
 def _last_day(assignment: Assignment) -> str:
-    """The last local day an assignment is open (it closes at the next local midnight)."""
-    return _local_date(assignment.closes_at - timedelta(microseconds=1), assignment)
+    """The last local day an assignment is open (it closes at the next local midnight), with
+    the closing time for one that closes during the day (the diary, in the morning)."""
+    closes = assignment.closes_at.astimezone(_site(assignment).zone)
+    day = _local_date(assignment.closes_at - timedelta(microseconds=1), assignment)
+    if closes.time() == time.min:
+        return day
+    return (
+        f"{day}, {format_time(assignment.closes_at, _locale(assignment), _site(assignment).zone)}"
+    )
 
 
 def _is_fragment() -> bool:
@@ -270,6 +288,7 @@ def _item_context(
         "back_url": _item_url(assignment, before, review=from_review) if before else None,
         "from_review": from_review,
         "on_behalf": current_user.is_staff,
+        "urgent_site": _urgent_site(assignment, instrument),
         "error": None,
         "saved": False,
         "fragment": _is_fragment(),
@@ -277,8 +296,74 @@ def _item_context(
     }
 
 
+def _urgent_site(assignment: Assignment, instrument: Instrument):
+    """The participant's site, whose numbers to show, once an answer raised an urgent alert."""
+    if current_user.is_staff or not instrument.alerts_on_answer:
+        return None
+    return _site(assignment) if alerts.urgent_raised(assignment) else None
+
+
 # ---------------------------------------------------------------------------------------------
 # Participant pages
+
+
+def report_section(participant: Participant, now: datetime) -> dict:
+    """The "report a symptom" part of the home page, with whether the team saw recent ones."""
+    locale = get_protocol().site(participant.site_code).formatting_locale(current_language())
+    zone = get_protocol().site(participant.site_code).zone
+    followed = [
+        {
+            "title": get_instrument(a.instrument_id).title.get(current_language()),
+            "sent": format_date(
+                a.submission.submitted_at if a.submission else a.created_at, locale, zone, "long"
+            ),
+            "seen": format_date(seen, locale, zone, "long") if seen else None,
+        }
+        for a, seen in (
+            alerts.reports_seen(participant, now - alerts.REPORTS_SHOWN_FOR)
+            # No statement at all unless an alert was raised in the last two weeks.
+            if participant.home_notices_until is not None and participant.home_notices_until > now
+            else []
+        )
+    ]
+    return {
+        "site": get_protocol().site(participant.site_code),
+        "enabled": get_protocol().unscheduled is not None and participant.status != "withdrawn",
+        "followed": followed,
+    }
+
+
+def alert_facts(alert: Any) -> dict:
+    """What staff read about an alert (an Alert row or a dashboard line), in their language."""
+    language = current_language()
+    locale, _zone = viewer_locale_and_zone()
+    instrument_id = getattr(alert, "instrument_id", None) or (
+        alert.assignment.instrument_id if getattr(alert, "assignment", None) else None
+    )
+    now = clock.now()
+    due = alert.due_at
+    outcome = getattr(alert, "outcome", None)
+    label = alerts.alert_label(instrument_id, alert.rule_id, alert.item_id, language)
+    answer = alerts.answer_text(
+        instrument_id, alert.rule_id, alert.item_id, alert.value, language, locale
+    )
+    age = (
+        format_timedelta(alert.created_at - now, add_direction=True, locale=babel_locale(locale))
+        if now - alert.created_at >= timedelta(minutes=1)
+        else _("just now")
+    )
+    return {
+        "severity": alert.severity,
+        "severity_label": alerts.SEVERITY_LABELS[alert.severity],
+        "what": _("%(label)s: %(answer)s", label=label, answer=answer) if answer else label,
+        "raised": local_datetime(alert.created_at, "short"),
+        "age": age,
+        "due": local_datetime(due, "short") if due else None,
+        "overdue": due is not None and due <= now and not getattr(alert, "acknowledged_at", None),
+        "escalated": local_datetime(alert.escalated_at, "short") if alert.escalated_at else None,
+        "outcome": alerts.OUTCOME_LABELS[outcome] if outcome else None,
+        "outcomes": alerts.OUTCOME_LABELS,
+    }
 
 
 def home_section(participant: Participant, now: datetime) -> dict:
@@ -295,6 +380,7 @@ def _questionnaire_helpers() -> dict:
         ),
         "questionnaire_last_day": _last_day,
         "questionnaire_local_date": _local_date,
+        "alert_facts": alert_facts,
     }
 
 
@@ -303,6 +389,15 @@ def _questionnaire_helpers() -> dict:
 def index():
     overview = services.participant_questionnaires(current_user)
     return _render("questionnaires/index.html", overview=overview)
+
+
+@bp.post("/questionnaires/report")
+@require("participant")
+def report():
+    """Start a symptom report (or go back to the one left unfinished)."""
+    assignment = services.start_report(current_user)
+    db.session.commit()
+    return redirect(url_for("questionnaires.start", assignment_id=assignment.id), 303)
 
 
 @bp.get("/questionnaires/<id:assignment_id>")
@@ -462,6 +557,7 @@ def done(assignment: Assignment):
         instrument=get_instrument(assignment.instrument_id),
         lang=current_language(),
         alerts=services.alerts_of(assignment),
+        urgent=any(alert.severity == "urgent" for alert in services.alerts_of(assignment)),
         site=_site(assignment),
         sent_on=_local_date(assignment.submission.submitted_at, assignment),
         on_behalf=current_user.is_staff,
@@ -497,18 +593,16 @@ def staff_overview(study_id: str):
         participant=participant,
         overview=overview,
         submitted=submitted,
-        alerts=services.open_alerts(participant),
-        alert_time=lambda alert: format_datetime(alert.created_at, locale, site.zone, "medium"),
+        alerts=alerts.open_alerts(participant),
     )
 
 
 @bp.post("/staff/participants/<study_id>/alerts/<id:alert_id>/acknowledge")
 @require("staff")
 def acknowledge_alert(study_id: str, alert_id: int):
+    """The former address of acknowledging: one endpoint does it now (307 keeps the form)."""
     participant = participant_of_visible_site(study_id, current_user)
     alert = db.session.get(Alert, alert_id)
     if alert is None or alert.participant_id != participant.id:
         abort(404)
-    services.acknowledge_alert(alert, current_user, request.form.get("note"))
-    db.session.commit()
-    return redirect(url_for("questionnaires.staff_overview", study_id=study_id), 303)
+    return redirect(url_for("workspace.acknowledge_alert", alert_id=alert_id), 307)

@@ -30,6 +30,7 @@ from patient_portal.extensions import db
 from patient_portal.protocol.services import get_protocol
 from patient_portal.questionnaires.models import Assignment
 from patient_portal.reminders import channels as channels_module
+from patient_portal.reminders.alert_mail import send_alert_mail
 from patient_portal.reminders.channels import Channel, Message, Outcome, Target
 from patient_portal.reminders.messages import Subject, compose, with_email_parts
 from patient_portal.reminders.models import (
@@ -433,14 +434,21 @@ class Dispatcher:
         return counts
 
     def run_once(self) -> DispatchCounts:
-        """One pass: release stale claims, then batches until nothing is due."""
+        """One pass: release stale claims, then batches until nothing is due, then the alert
+        e-mails to staff (urgent alerts, escalations), so each goes out within one pass."""
         total = DispatchCounts()
         self.release_stale(clock.now())
         while True:
             counts = self.run_batch()
             total.add(counts)
             if counts.claimed < self.batch_size:
-                return total
+                break
+        email = self.channels.get("email")
+        if email is not None:
+            for key, value in send_alert_mail(email).items():
+                if value:
+                    total.outcomes[key] += value
+        return total
 
 
 def send_test_reminder(participant: Participant, channel: str, dispatcher: Dispatcher) -> Outcome:

@@ -110,7 +110,10 @@ def _moments(participant: Participant, zone: ZoneInfo) -> list[_Moment]:
     )
     # A visit's questionnaires open together: one reminder for the lot, about the visit.
     groups: dict[tuple, list[Assignment]] = defaultdict(list)
+    unscheduled = get_protocol().unscheduled
     for assignment in assignments:
+        if unscheduled is not None and assignment.series_code == unscheduled.code:
+            continue  # a symptom report: its author is answering it, nothing to remind
         key = ("visit", assignment.visit_id) if assignment.visit_id else ("one", assignment.id)
         groups[(key, assignment.opens_at, assignment.closes_at)].append(assignment)
     for ((scope, ident), opens_at, closes_at), members in groups.items():
@@ -130,6 +133,9 @@ def _moments(participant: Participant, zone: ZoneInfo) -> list[_Moment]:
                     assignment_id,
                 )
             )
+        if closes_at - timedelta(hours=24) <= opens_at:
+            # Open a day or less (a diary day): "closes soon" would come with "opens".
+            continue
         moments.append(
             (
                 "questionnaire",

@@ -17,6 +17,7 @@ import threading
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app
@@ -128,6 +129,11 @@ class AlertLine:
     study_id: str
     site: str
     instrument_id: str | None
+    severity: str = "routine"
+    item_id: str | None = None
+    value: Any = None
+    due_at: datetime | None = None
+    escalated_at: datetime | None = None
 
 
 @dataclass
@@ -261,7 +267,7 @@ def _matrix_participants(filters: Filters, now: datetime) -> sa.Select:
         query = query.where(Participant.study_id.startswith(filters.study_id, autoescape=True))
     if not (filters.visit or filters.instrument or filters.state):
         return query
-    series_codes = {series.code for series in get_protocol().series}
+    series_codes = set(get_protocol().series_codes())
     correlated = filters.state != "open"
     if filters.visit and filters.visit not in series_codes:
         # Through the participant's visit (one index probe), then its questionnaires.
@@ -434,7 +440,7 @@ def inactive_participants(filters: Filters, now: datetime) -> tuple[list[FollowU
 
 
 def unacknowledged_alerts(filters: Filters, limit: int = LIST_LIMIT) -> tuple[list[AlertLine], int]:
-    """Alerts no coordinator has acknowledged, oldest first, and how many there are."""
+    """Alerts no coordinator has acknowledged, urgent first, oldest first, and how many."""
     query = (
         sa.select(
             Alert.id,
@@ -443,18 +449,24 @@ def unacknowledged_alerts(filters: Filters, limit: int = LIST_LIMIT) -> tuple[li
             Participant.study_id,
             Participant.site_code,
             Assignment.instrument_id,
+            Alert.severity,
+            Alert.item_id,
+            Alert.value,
+            Alert.due_at,
+            Alert.escalated_at,
             sa.func.count().over().label("total"),
         )
         .join(Participant, Participant.id == Alert.participant_id)
         .outerjoin(Assignment, Assignment.id == Alert.assignment_id)
         .where(Alert.acknowledged_at.is_(None), Participant.site_code.in_(filters.sites))
-        .order_by(Alert.created_at, Alert.id)
+        # "urgent" sorts after "routine": descending puts urgent alerts first.
+        .order_by(Alert.severity.desc(), Alert.created_at, Alert.id)
         .limit(limit)
     )
     if filters.study_id:
         query = query.where(Participant.study_id.startswith(filters.study_id, autoescape=True))
     rows = db.session.execute(query).all()
-    return [AlertLine(*row[:6]) for row in rows], rows[0].total if rows else 0
+    return [AlertLine(*row[:11]) for row in rows], rows[0].total if rows else 0
 
 
 def chart_period(filters: Filters, now: datetime) -> tuple[date, date]:

@@ -37,6 +37,9 @@ from patient_portal.schedule.models import Visit
 CHUNK_ROWS = 2000
 STUDY_ID_SYSTEM = "https://care-ssc.example/fhir/study-id"
 ASSIGNMENT_SYSTEM = "https://care-ssc.example/fhir/assignment"
+# Which visit or series occurrence a response belongs to, and whether the protocol called for
+# it ("scheduled") or the participant started it ("unscheduled": a symptom report).
+PORTAL_EVENT_URL = "https://care-ssc.example/fhir/StructureDefinition/portal-event"
 STAFF_SYSTEM = "https://care-ssc.example/fhir/staff"
 ODM_NAMESPACE = "http://www.cdisc.org/ns/odm/v1.3"
 METADATA_OID = "MDV.CARE-SSc.1"
@@ -56,6 +59,7 @@ ANSWER_COLUMNS = [
     "answered_at",
     "submitted_at",
     "entered_by",
+    "schedule",
 ]
 COMPLETION_COLUMNS = [
     "study_id",
@@ -68,6 +72,7 @@ COMPLETION_COLUMNS = [
     "state",
     "submitted_at",
     "entered_by",
+    "schedule",
 ]
 SCORE_COLUMNS = [
     "study_id",
@@ -81,6 +86,7 @@ SCORE_COLUMNS = [
     "scorer_version",
     "submitted_at",
     "entered_by",
+    "schedule",
 ]
 
 
@@ -106,6 +112,15 @@ def value_text(value: Any) -> str:
 def visit_label(visit_key: str, series_code: str | None, occurrence: int) -> str:
     """The visit column: the visit code, or the series code and its week (WEEKLY.12)."""
     return f"{visit_key}.{occurrence + 1}" if series_code else visit_key
+
+
+def schedule_kind(series_code: str | None) -> str:
+    """ "unscheduled" for a report the participant started, else "scheduled" (visits, series,
+    post-infusion diaries: the protocol called for them)."""
+    unscheduled = get_protocol().unscheduled
+    if unscheduled is not None and series_code == unscheduled.code:
+        return "unscheduled"
+    return "scheduled"
 
 
 def _entered_by(email: str | None) -> str:
@@ -256,6 +271,7 @@ def answers_csv(sites: list[str]) -> Iterator[str]:
                 current = row[5]
                 visit = visit_label(row[2], row[3], row[4])
                 submitted = _iso_from_text(row[9])
+                schedule = schedule_kind(row[3])
             answered = row[12]
             yield [
                 row[0],
@@ -269,6 +285,7 @@ def answers_csv(sites: list[str]) -> Iterator[str]:
                 f"{answered[:10]}T{answered[11:19]}Z",
                 submitted,
                 _entered_by(row[13]),
+                schedule,
             ]
 
     return _csv(ANSWER_COLUMNS, rows())
@@ -312,6 +329,7 @@ def completion_csv(sites: list[str]) -> Iterator[str]:
             state,
             timestamp(submitted),
             _entered_by(email) if submitted else "",
+            schedule_kind(series),
         ]
         for (
             study_id,
@@ -373,6 +391,7 @@ def scores_csv(sites: list[str]) -> Iterator[str]:
                     str((r.scorer_versions or {}).get(name, "")),
                     timestamp(r.submitted_at),
                     _entered_by(r.email),
+                    schedule_kind(r.series_code),
                 ]
 
     return _csv(SCORE_COLUMNS, rows())
@@ -456,6 +475,20 @@ def fhir_bundle(sites: list[str]) -> Iterator[str]:
                 else {"identifier": {"system": STUDY_ID_SYSTEM, "value": head.study_id}}
             ),
             "language": head.language,
+            "extension": [
+                {
+                    "url": PORTAL_EVENT_URL,
+                    "extension": [
+                        {
+                            "url": "event",
+                            "valueString": visit_label(
+                                head.visit, head.series_code, head.occurrence
+                            ),
+                        },
+                        {"url": "schedule", "valueCode": schedule_kind(head.series_code)},
+                    ],
+                }
+            ],
             "item": [{"linkId": page, "item": items} for page, items in groups.items()],
         }
         yield ",\n" + _entry(response, f"QuestionnaireResponse/{assignment_id}")
@@ -486,20 +519,38 @@ def _metadata() -> Iterator[str]:
     protocol = get_protocol()
     instruments = get_instruments()
     yield f'<MetaDataVersion OID="{METADATA_OID}" Name="CARE-SSc questionnaires">'
-    events = [(v.code, v.name["en"], list(v.questionnaires), False) for v in protocol.visits]
+    # (code, name, forms, repeating, ODM event type)
+    events = [
+        (v.code, v.name["en"], list(v.questionnaires), "No", "Scheduled") for v in protocol.visits
+    ]
     events += [
-        (s.code, instruments[s.instrument].title.get("en"), [s.instrument], True)
+        (s.code, instruments[s.instrument].title.get("en"), [s.instrument], "Yes", "Common")
         for s in protocol.series
     ]
+    events += [
+        (
+            vs.occurrence_code(code),
+            f"{instruments[vs.instrument].title.get('en')} ({code})",
+            [vs.instrument],
+            "Yes",
+            "Common",
+        )
+        for vs in protocol.visit_series
+        for code in vs.after_visits
+    ]
+    if protocol.unscheduled is not None:
+        report = protocol.unscheduled
+        title = instruments[report.instrument].title.get("en")
+        events.append((report.code, title, [report.instrument], "Yes", "Unscheduled"))
     events = [event for event in events if event[2]]
     yield "<Protocol>"
-    for number, (code, _name, _forms, _repeating) in enumerate(events, start=1):
+    for number, (code, *_rest) in enumerate(events, start=1):
         yield f'<StudyEventRef StudyEventOID="{_event_oid(code)}" OrderNumber="{number}" Mandatory="No"/>'
     yield "</Protocol>"
-    for code, name, forms, repeating in events:
+    for code, name, forms, repeating, event_type in events:
         yield (
             f'<StudyEventDef OID="{_event_oid(code)}" Name={quoteattr(name)} '
-            f'Repeating="{"Yes" if repeating else "No"}" Type="{"Common" if repeating else "Scheduled"}">'
+            f'Repeating="{repeating}" Type="{event_type}">'
         )
         for form in forms:
             yield f'<FormRef FormOID="F.{form}" Mandatory="No"/>'

@@ -63,9 +63,14 @@ class Filters:
 
 
 def visit_keys() -> list[str]:
-    """Every visit with questionnaires, in protocol order, then the series (weekly check-in)."""
+    """Every visit with questionnaires, in protocol order, then the series (weekly check-in),
+    then each visit's diary (DIARY_M0); never the unscheduled reports, which nobody is due."""
     protocol = get_protocol()
-    return [v.code for v in protocol.visits if v.questionnaires] + [s.code for s in protocol.series]
+    return (
+        [v.code for v in protocol.visits if v.questionnaires]
+        + [s.code for s in protocol.series]
+        + [vs.occurrence_code(code) for vs in protocol.visit_series for code in vs.after_visits]
+    )
 
 
 def parse_date(value: str, name: str) -> date:

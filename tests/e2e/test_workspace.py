@@ -28,6 +28,7 @@ WORDS = {
         "missed": "Manqué",
         "one_match": "1 participant correspond à ces filtres.",
         "note": "Note (facultative)",
+        "outcome": "Appel passé à la personne participante",
         "acknowledge": "Prendre en compte cette alerte",
         "acknowledged": "Prise en compte par",
         "exports": "Exports",
@@ -40,6 +41,7 @@ WORDS = {
         "missed": "Missed",
         "one_match": "1 participant matches these filters.",
         "note": "Note (optional)",
+        "outcome": "Called the participant",
         "acknowledge": "Acknowledge this alert",
         "acknowledged": "Acknowledged by",
         "exports": "Exports",
@@ -99,6 +101,7 @@ def test_coordinator_follows_up_an_overdue_participant_and_exports(
     expect(page.get_by_role("heading", level=1)).to_have_text(overdue.study_id)
     assert_accessible(page)
 
+    page.get_by_label(words["outcome"]).check()
     page.get_by_label(words["note"]).fill("Called: pain eased, seen Monday")
     page.get_by_role("button", name=words["acknowledge"]).click()
     expect(page.get_by_text(words["acknowledged"])).to_be_visible()

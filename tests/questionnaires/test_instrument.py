@@ -62,6 +62,8 @@ def test_shipped_instruments_all_load():
         "patient_global",
         "daily_life_hands",
         "quality_of_life",
+        "post_infusion_diary",
+        "symptom_report",
     }
 
 
@@ -283,6 +285,31 @@ def test_item_errors_name_file_item_and_problem(items, expected):
             {"alerts": [{"id": "a", "when": {"item": "codes", "operator": ">", "value": 1}}]},
             "bad.json: alert 'a': operator > needs numeric options on 'codes'",
         ),
+        (
+            {
+                "alerts": [
+                    {
+                        "id": "a",
+                        "when": {"item": "pain", "operator": ">", "value": 5},
+                        "severity": "high",
+                    }
+                ]
+            },
+            "bad.json: alert 'a': severity 'high' must be one of urgent, routine",
+        ),
+        (
+            {
+                "alerts": [
+                    {
+                        "id": "a",
+                        "when": {"item": "pain", "operator": ">", "value": 5},
+                        "label": {"en": "Pain"},
+                    }
+                ]
+            },
+            "bad.json: alert 'a': label has no 'fr' text",
+        ),
+        ({"alerts_on_answer": "yes"}, "bad.json: alerts_on_answer must be true or false"),
     ],
 )
 def test_instrument_level_errors_name_file_and_part(extra, expected):

@@ -17,7 +17,7 @@ def test_trial_directory_adds_licensed_instruments(make_app, settings, tmp_path)
     app = make_app({**settings, "PORTAL_INSTRUMENTS_DIR": str(tmp_path)})
     loaded = app.extensions["instruments"]
     assert {"weekly_checkin", "patient_global"} <= set(loaded)
-    assert len(loaded) == 6
+    assert len(loaded) == 8
 
 
 @pytest.mark.parametrize(

@@ -287,22 +287,28 @@ def test_coordinator_acknowledges_an_alert(client, planned, make_staff, sign_in,
     sign_in(client, staff)
     path = f"/staff/participants/{participant.study_id}/questionnaires"
     page = client.get(path).get_data(as_text=True)
-    assert "breathing_severe" in page and "Weekly check-in" in page
+    # Readable, in the coordinator's language, with the answer that raised it; never the code.
+    assert "Shortness of breath this week: 9/10" in page
+    assert "Weekly check-in" in page and "breathing_severe" not in page
     alert = db.session.scalars(sa.select(Alert)).one()
     token = csrf_token(client, path)
-    response = client.post(
-        f"/staff/participants/{participant.study_id}/alerts/{alert.id}/acknowledge",
-        data={"csrf_token": token, "note": "Called the participant."},
-    )
+    form = {"csrf_token": token, "outcome": "called", "note": "Called the participant."}
+    old = f"/staff/participants/{participant.study_id}/alerts/{alert.id}/acknowledge"
+    response = client.post(old, data=form)
+    # The former address hands the same form on to the one acknowledging endpoint.
+    assert response.status_code == 307
+    assert response.location.endswith(f"/staff/alerts/{alert.id}/acknowledge")
+    response = client.post(response.location, data={**form, "next": path})
     assert response.status_code == 303
     db.session.expire_all()
     assert alert.acknowledged_by_id == staff.id and alert.note == "Called the participant."
+    assert alert.outcome == "called"
     assert "No alert to acknowledge." in client.get(path).get_data(as_text=True)
 
     other_site = make_staff(sites=["SLS"])
     sign_in(client, other_site)
     response = client.post(
-        f"/staff/participants/{participant.study_id}/alerts/{alert.id}/acknowledge",
-        data={"csrf_token": csrf_token(client, "/")},
+        f"/staff/alerts/{alert.id}/acknowledge",
+        data={"csrf_token": csrf_token(client, "/"), "outcome": "called"},
     )
     assert response.status_code == 404

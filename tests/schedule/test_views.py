@@ -138,6 +138,7 @@ def test_home_leaves_room_for_other_features(client, sign_in, participant, app):
     assert templates == [
         "accounts/_new_device_banner.html",
         "questionnaires/_home_section.html",
+        "questionnaires/_report_section.html",
         "reminders/_home_banner.html",
     ]
     sign_in(client, participant)

@@ -39,6 +39,25 @@ def test_admin_sets_role_and_sites_audited(admin_client, make_staff, csrf_token)
     assert event.after == {"role": "coordinator", "sites": ["CHUM", "SLS"]}
 
 
+def test_admin_marks_an_investigator_audited(admin_client, make_staff, csrf_token):
+    member = make_staff(sites=["JGH"], name="Pat Investigator")
+    token = csrf_token(admin_client, "/staff/team")
+    path = f"/staff/team/{member.id}/investigator"
+    response = admin_client.post(path, data={"csrf_token": token, "investigator": "yes"})
+    assert response.status_code == 303
+    db.session.expire_all()
+    assert member.investigator is True
+    page = _text(admin_client.get("/staff/team"))
+    assert "Pat Investigator" in page and "Remove Pat Investigator from the investigators" in page
+    event = db.session.scalar(
+        sa.select(AuditEvent).where(AuditEvent.action == "staff.investigator")
+    )
+    assert event.after == {"investigator": True} and event.entity_id == member.email
+    admin_client.post(path, data={"csrf_token": token, "investigator": "no"})
+    db.session.expire_all()
+    assert member.investigator is False
+
+
 @pytest.mark.parametrize(
     ("data", "status", "message"),
     [

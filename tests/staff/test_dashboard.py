@@ -30,7 +30,7 @@ def test_dashboard_shows_completion_matrix_follow_up_and_chart(signed_in, in_yea
     assert "Missed" in page and "Completed" in page
     assert "<svg" in page and "Questionnaires completed, by week of closing" in page
     # The weekly check-in of the participant who answers everything raised an alert.
-    assert "breathing_severe" in page
+    assert "Shortness of breath this week" in page and "breathing_severe" not in page
     assert "No activity for 14 days" in page
     assert response.headers["Vary"].count("HX-Request") == 1
 
@@ -127,7 +127,12 @@ def test_acknowledging_an_alert_from_the_dashboard_keeps_the_filters(
     token = csrf_token(signed_in, "/staff/dashboard")
     response = signed_in.post(
         f"/staff/alerts/{alert_id}/acknowledge",
-        data={"csrf_token": token, "note": "Called, fine", "next": "/staff/dashboard?visit=WEEKLY"},
+        data={
+            "csrf_token": token,
+            "outcome": "called",
+            "note": "Called, fine",
+            "next": "/staff/dashboard?visit=WEEKLY",
+        },
     )
     assert response.status_code == 303
     assert response.headers["Location"].endswith("/staff/dashboard?visit=WEEKLY")
@@ -138,7 +143,7 @@ def test_acknowledging_an_alert_from_the_dashboard_keeps_the_filters(
     event = db.session.scalar(
         sa.select(AuditEvent).where(AuditEvent.action == "alert.acknowledged")
     )
-    assert event.after["note"] == "Called, fine"
+    assert event.after["note"] == "Called, fine" and event.after["outcome"] == "called"
 
 
 def test_another_sites_alert_cannot_be_acknowledged(

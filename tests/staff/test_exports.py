@@ -78,6 +78,7 @@ def test_answers_csv_is_long_format_for_own_sites_and_audited(signed_in, two_sit
         "answered_at",
         "submitted_at",
         "entered_by",
+        "schedule",
     ]
     assert {row["site"] for row in rows} == {"JGH"}
     assert len(rows) == _submitted_answers("JGH")

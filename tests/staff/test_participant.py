@@ -24,7 +24,7 @@ def test_participant_page_shows_answers_scores_states_alerts_and_history(signed_
     # An answer as the participant read it, with the question's English text.
     assert "out of 10" in page
     assert "Completed" in page and "Upcoming" in page
-    assert "breathing_severe" in page and "Acknowledge this alert" in page
+    assert "Shortness of breath this week" in page and "Acknowledge this alert" in page
     assert (
         "questionnaire.submitted" in page and "participant.enrolled" in page
     ) or "assignments.planned" in page
@@ -36,11 +36,29 @@ def test_acknowledging_from_the_participant_page_records_the_note(signed_in, in_
     token = csrf_token(signed_in, "/staff/participants/JGH-001")
     response = signed_in.post(
         f"/staff/alerts/{alert.id}/acknowledge",
-        data={"csrf_token": token, "note": "Seen at visit", "next": "/staff/participants/JGH-001"},
+        data={
+            "csrf_token": token,
+            "outcome": "no_answer",
+            "note": "Seen at visit",
+            "next": "/staff/participants/JGH-001",
+        },
     )
     assert response.status_code == 303
     page = _text(signed_in.get("/staff/participants/JGH-001"))
     assert "Acknowledged by" in page and "Note: Seen at visit" in page
+    assert "Outcome: Called, no answer" in page
+
+
+def test_acknowledging_needs_an_outcome(signed_in, in_year, csrf_token):
+    in_year("JGH", days=10, habit="all")
+    alert = db.session.scalar(sa.select(Alert))
+    token = csrf_token(signed_in, "/staff/participants/JGH-001")
+    response = signed_in.post(
+        f"/staff/alerts/{alert.id}/acknowledge", data={"csrf_token": token, "note": "Seen"}
+    )
+    assert response.status_code == 422
+    db.session.expire_all()
+    assert db.session.get(Alert, alert.id).acknowledged_at is None
 
 
 def test_withdrawal_closes_questionnaires_keeps_data_and_is_audited(

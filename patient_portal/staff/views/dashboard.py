@@ -15,7 +15,7 @@ from flask_login import current_user
 
 from patient_portal.accounts.auth import participant_of_visible_site, require
 from patient_portal.extensions import db
-from patient_portal.questionnaires import services as questionnaire_services
+from patient_portal.questionnaires import alerts
 from patient_portal.questionnaires.loader import get_instruments
 from patient_portal.questionnaires.models import Alert
 from patient_portal.questionnaires.states import STATES
@@ -78,11 +78,13 @@ def dashboard():
 @workspace.post("/alerts/<id:alert_id>/acknowledge")
 @require("staff")
 def acknowledge_alert(alert_id: int):
-    """Acknowledge an alert from the dashboard or the participant page, with an optional note."""
+    """Acknowledge an alert from any staff page, with what was done and an optional note."""
     alert = db.session.get(Alert, alert_id)
     if alert is None:
         abort(404)
     participant_of_visible_site(alert.participant.study_id, current_user)
-    questionnaire_services.acknowledge_alert(alert, current_user, request.form.get("note"))
+    alerts.acknowledge(
+        alert, current_user, request.form.get("outcome", ""), request.form.get("note")
+    )
     db.session.commit()
     return redirect(local_path(request.form.get("next"), url_for("workspace.dashboard")), 303)

@@ -36,6 +36,15 @@ def visit_label(code: str | None) -> str:
         if series.code == code:
             instrument = get_instruments().get(series.instrument)
             return instrument.title.get(language) if instrument else code
+    for visit_series in protocol.visit_series:
+        for visit_code in visit_series.after_visits:
+            if visit_series.occurrence_code(visit_code) == code:
+                instrument = get_instruments().get(visit_series.instrument)
+                title = instrument.title.get(language) if instrument else visit_series.code
+                return f"{title} — {protocol.visit(visit_code).name.get(language)}"
+    if protocol.unscheduled is not None and protocol.unscheduled.code == code:
+        instrument = get_instruments().get(protocol.unscheduled.instrument)
+        return instrument.title.get(language) if instrument else code
     return code
 
 

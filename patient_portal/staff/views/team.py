@@ -76,3 +76,13 @@ def set_member_active(staff_id: int):
     services.set_staff_active(member, request.form.get("active") == "yes", current_user)
     db.session.commit()
     return redirect(url_for("staff.team"), 303)
+
+
+@staff.post("/team/<id:staff_id>/investigator")
+@require("admin")
+def set_member_investigator(staff_id: int):
+    """Mark or unmark a staff member as an investigator (escalated alerts reach them)."""
+    member = _member(staff_id)
+    services.set_staff_investigator(member, request.form.get("investigator") == "yes", current_user)
+    db.session.commit()
+    return redirect(url_for("staff.team"), 303)
