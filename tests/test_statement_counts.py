@@ -93,15 +93,20 @@ def test_home_looks_for_in_app_reminders_while_one_may_show(
     assert _statements(app, client, "/home") == 6
 
 
-def test_a_questionnaire_item_costs_three_statements(app, make_participant, sign_in):
-    """The session with its owner, the questionnaire, its answers."""
-    participant = make_participant(day0=date.today() - timedelta(days=1))
+def _this_weeks_check_in(participant) -> Assignment:
     assignment = db.session.scalars(
         sa.select(Assignment).where(
             Assignment.participant_id == participant.id, Assignment.series_code == "WEEKLY"
         )
     ).first()
     assert assignment is not None
+    return assignment
+
+
+def test_a_questionnaire_item_costs_three_statements(app, make_participant, sign_in):
+    """The session with its owner, the questionnaire, its answers."""
+    participant = make_participant(day0=date.today() - timedelta(days=1))
+    assignment = _this_weeks_check_in(participant)
     client = app.test_client()
     sign_in(client, participant)
     assert _statements(app, client, f"/questionnaires/{assignment.id}/items/raynaud") == 3
@@ -111,12 +116,7 @@ def test_an_answer_costs_seven_statements(app, make_participant, sign_in, csrf_t
     """The session with its owner; the questionnaire locked with its submission; its answers;
     the answer written; the audit stream's head taken, the event, the new head (issue 19)."""
     participant = make_participant(day0=date.today() - timedelta(days=1))
-    assignment = db.session.scalars(
-        sa.select(Assignment).where(
-            Assignment.participant_id == participant.id, Assignment.series_code == "WEEKLY"
-        )
-    ).first()
-    assert assignment is not None
+    assignment = _this_weeks_check_in(participant)
     client = app.test_client()
     sign_in(client, participant)
     path = f"/questionnaires/{assignment.id}/items/raynaud"

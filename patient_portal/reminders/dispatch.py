@@ -464,18 +464,12 @@ def send_test_reminder(participant: Participant, channel: str, dispatcher: Dispa
         }[channel]
         raise PortalError(message, 422, "test")
     now = clock.now()
-    reminder = Reminder(
-        participant_id=participant.id,
-        kind="test",
-        subject=str(Subject("test", f"{now.strftime('%Y%m%dT%H%M%S.%f')}:{secrets.token_hex(4)}")),
-        channel=channel,
-        due_at=now,
-        expires_at=now + timedelta(hours=1),
-        next_attempt_at=now,
-        status="planned",
-        attempts=0,
-        created_at=now,
-        updated_at=now,
+    reminder = Reminder.due_now(
+        participant.id,
+        "test",
+        str(Subject("test", f"{now.strftime('%Y%m%dT%H%M%S.%f')}:{secrets.token_hex(4)}")),
+        channel,
+        timedelta(hours=1),
     )
     db.session.add(reminder)
     db.session.flush()

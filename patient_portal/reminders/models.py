@@ -8,7 +8,7 @@ visit or questionnaire it is about, and says when and where only (DESIGN §2, lo
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -58,6 +58,26 @@ class Reminder(db.Model):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=clock.now)
 
     participant: Mapped[Participant] = relationship()
+
+    @classmethod
+    def due_now(
+        cls, participant_id: int, kind: str, subject: str, channel: str, lifetime: timedelta
+    ) -> Reminder:
+        """A reminder to send at once (a test, a new-device notice), valid for `lifetime`."""
+        now = clock.now()
+        return cls(
+            participant_id=participant_id,
+            kind=kind,
+            subject=subject,
+            channel=channel,
+            due_at=now,
+            expires_at=now + lifetime,
+            next_attempt_at=now,
+            status="planned",
+            attempts=0,
+            created_at=now,
+            updated_at=now,
+        )
 
     __table_args__ = (
         sa.UniqueConstraint(

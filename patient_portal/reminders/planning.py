@@ -340,19 +340,12 @@ def notify_new_device(participant: Participant, added_at: datetime) -> Reminder 
     """
     if "email" not in usable_channels(participant):
         return None
-    now = clock.now()
-    reminder = Reminder(
-        participant_id=participant.id,
-        kind="new_device",
-        subject=str(Subject("new_device", added_at.strftime("%Y%m%dT%H%M%S.%f"))),
-        channel="email",
-        due_at=now,
-        expires_at=now + NEW_DEVICE_NOTICE_LIFETIME,
-        next_attempt_at=now,
-        status="planned",
-        attempts=0,
-        created_at=now,
-        updated_at=now,
+    reminder = Reminder.due_now(
+        participant.id,
+        "new_device",
+        str(Subject("new_device", added_at.strftime("%Y%m%dT%H%M%S.%f"))),
+        "email",
+        NEW_DEVICE_NOTICE_LIFETIME,
     )
     db.session.add(reminder)
     db.session.flush()
