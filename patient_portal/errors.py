@@ -49,6 +49,7 @@ def _messages() -> dict[int, tuple[str, str]]:
             _("This action is not possible here"),
             _("Please go back and use the buttons on the page."),
         ),
+        410: (_("No longer shown"), _("What was here has been shown already.")),
         413: (_("Too much was sent"), _("What was sent is larger than the portal accepts.")),
         422: (_("Please check your answer"), _("Something in what was sent is not valid.")),
         429: (_("Too many attempts"), _("Please wait a minute before trying again.")),

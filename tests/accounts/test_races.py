@@ -169,7 +169,7 @@ def test_two_coordinators_enrolling_at_one_site_at_once_get_distinct_study_ids(
                 for client, csrf in desks
             ]
         )
-        assert [r.status_code for r in responses] == [201, 201]
+        assert [r.status_code for r in responses] == [303, 303]
 
     db.session.expire_all()
     study_ids = db.session.scalars(

@@ -162,6 +162,8 @@ def staff_pages(w: World) -> list[str]:
         f"{base}/questionnaires",
         "/staff/dashboard",
         "/staff/exports",
+        # Nothing waits to be shown here: the page that says a link is shown only once.
+        "/staff/enrolment-link",
         "/settings",
     ]
 
@@ -193,6 +195,7 @@ SWEPT_ROUTES = {
     "/staff/participants/<study_id>/questionnaires",
     "/staff/dashboard",
     "/staff/exports",
+    "/staff/enrolment-link",
     "/staff/team",
     "/staff/audit",
 }

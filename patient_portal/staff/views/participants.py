@@ -6,11 +6,12 @@ Every query is filtered by the sites the staff member may see; another site's pa
 
 from __future__ import annotations
 
+import secrets
 from datetime import date
 
 import segno
 import sqlalchemy as sa
-from flask import abort, redirect, render_template, request, url_for
+from flask import abort, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
 from markupsafe import Markup
@@ -18,7 +19,7 @@ from markupsafe import Markup
 from patient_portal import clock
 from patient_portal.accounts import services
 from patient_portal.accounts.auth import participant_of_visible_site, require, visible_site_codes
-from patient_portal.accounts.models import REPLACEMENT_REASONS, Participant
+from patient_portal.accounts.models import REPLACEMENT_REASONS, Participant, StaffUser
 from patient_portal.errors import PortalError
 from patient_portal.extensions import db, limiter
 from patient_portal.i18n import LANGUAGES, current_language
@@ -41,7 +42,40 @@ def qr_svg(url: str) -> Markup:
     return Markup(svg)  # noqa: S704 - segno's own SVG, built from our own URL
 
 
-def link_page(owner, raw_token: str, status: int = 201):
+# The link just made waits in the server-side session until it is shown, once: the page that
+# shows it is a GET (Post/Redirect/Get), so reloading it never makes another participant or link.
+LINK_TO_SHOW = "enrolment_link_to_show"
+# The enrolment forms this session has handled, by the key each form carries, and the study ID
+# each made: a form sent again (back button, a second press) opens that participant instead.
+HANDLED_FORMS = "handled_enrolment_forms"
+HANDLED_KEPT = 20
+
+
+def show_link_once(owner: Participant | StaffUser, raw_token: str):
+    session[LINK_TO_SHOW] = {"kind": owner.kind, "id": owner.id, "token": raw_token}
+    return redirect(url_for("staff.enrolment_link"), 303)
+
+
+@staff.get("/enrolment-link")
+@require("staff")
+def enrolment_link():
+    shown = session.pop(LINK_TO_SHOW, None)
+    if shown is None:
+        raise PortalError(
+            _(
+                "An enrolment link is shown only once. If it was not used, make a new one from "
+                "the person's page."
+            ),
+            410,
+        )
+    model = Participant if shown["kind"] == "participant" else StaffUser
+    owner = db.session.get(model, shown["id"])
+    if owner is None:
+        abort(404)
+    return link_page(owner, shown["token"])
+
+
+def link_page(owner, raw_token: str, status: int = 200):
     """The new enrolment link of a participant or staff member, as a link and a QR code."""
     url = services.enrolment_url(raw_token)
     return render_template(
@@ -71,6 +105,8 @@ def participants_page(error: PortalError | None = None):
         participants=rows,
         sites=sites,
         languages=LANGUAGES,
+        # A new key for each form shown: sending the same form twice enrols once.
+        form_key=secrets.token_urlsafe(16),
         error=error.message if error else None,
     )
     return page, error.status if error else 200
@@ -86,6 +122,10 @@ def participants():
 @require("staff")
 @limiter.limit("30 per minute")
 def enrol_participant():
+    form_key = request.form.get("form_key", "")[:64]
+    handled: dict[str, str] = session.get(HANDLED_FORMS, {})
+    if form_key and form_key in handled:
+        return redirect(url_for("staff.participant", study_id=handled[form_key]), 303)
     site_code = request.form.get("site", "")
     if site_code not in visible_site_codes(current_user):
         raise PortalError(_("Please choose one of your sites."), 422)
@@ -94,7 +134,10 @@ def enrol_participant():
         site_code, request.form.get("language", ""), day0, current_user
     )
     db.session.commit()
-    return link_page(participant, raw)
+    if form_key:
+        kept = list(handled.items())[-(HANDLED_KEPT - 1) :]
+        session[HANDLED_FORMS] = {**dict(kept), form_key: participant.study_id}
+    return show_link_once(participant, raw)
 
 
 def participant_page(person: Participant, error: PortalError | None = None):
@@ -168,7 +211,7 @@ def new_enrolment_link(study_id: str):
         note=request.form.get("note", ""),
     )
     db.session.commit()
-    return link_page(person, raw)
+    return show_link_once(person, raw)
 
 
 @staff.post("/participants/<study_id>/enrolment-link/revoke")

@@ -13,7 +13,7 @@ from patient_portal.errors import PortalError
 from patient_portal.extensions import db
 from patient_portal.protocol.services import get_protocol
 from patient_portal.staff.views.blueprints import staff
-from patient_portal.staff.views.participants import link_page
+from patient_portal.staff.views.participants import show_link_once
 
 
 def team_page(error: PortalError | None = None):
@@ -46,7 +46,7 @@ def invite_staff():
         current_user,
     )
     db.session.commit()
-    return link_page(member, raw)
+    return show_link_once(member, raw)
 
 
 def _member(staff_id: int) -> StaffUser:
