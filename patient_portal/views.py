@@ -53,6 +53,7 @@ def nav_links() -> list[tuple[str, str]]:
             ("schedule.home", _("Home")),
             ("schedule.timeline", _("My visits")),
             ("questionnaires.index", _("Questionnaires")),
+            ("schedule.contact", _("Contact")),
             ("accounts.settings", _("Settings")),
         ]
     candidates.append(("accounts.sign_out_page", _("Sign out")))
