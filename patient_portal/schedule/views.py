@@ -442,3 +442,16 @@ def day_and_time(moment: datetime) -> str:
         date=format_date(moment, locale, zone),
         time=format_time(moment, locale, zone),
     )
+
+
+@bp.app_template_filter("phone_text")
+def phone_text(number: str) -> str:
+    """A phone number kept on one line where it fits: no-break spaces and hyphens."""
+    return number.replace(" ", "\u00a0").replace("-", "\u2011")
+
+
+@bp.app_template_filter("tel")
+def tel(number: str) -> str:
+    """The tel: address of a number as the protocol writes it (“15 / 112” calls 15)."""
+    first = number.split("/")[0]
+    return "tel:" + "".join(c for c in first if c.isdigit() or c == "+")

@@ -28,7 +28,9 @@ def _local(day: date, hour: int, zone: ZoneInfo, minute: int = 0) -> datetime:
 
 def _main(response) -> str:
     page = response.get_data(as_text=True)
-    return page[page.index("<main") : page.index("</main>")]
+    # Phone numbers and French colons hold together with no-break spaces and hyphens.
+    main = page[page.index("<main") : page.index("</main>")]
+    return main.replace("\u00a0", " ").replace("\u2011", "-")
 
 
 def _home(client, sign_in, participant) -> str:
