@@ -450,8 +450,13 @@ def phone_text(number: str) -> str:
     return number.replace(" ", "\u00a0").replace("-", "\u2011")
 
 
+@bp.app_template_filter("dialled")
+def dialled(number: str) -> str:
+    """The number a call button dials, of one the protocol may write as “15 / 112”."""
+    return number.split("/")[0].strip()
+
+
 @bp.app_template_filter("tel")
 def tel(number: str) -> str:
     """The tel: address of a number as the protocol writes it (“15 / 112” calls 15)."""
-    first = number.split("/")[0]
-    return "tel:" + "".join(c for c in first if c.isdigit() or c == "+")
+    return "tel:" + "".join(c for c in dialled(number) if c.isdigit() or c == "+")

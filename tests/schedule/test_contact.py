@@ -63,9 +63,9 @@ def _main(response) -> str:
                 "du lundi au vendredi, de 09:00 à 17:00",
                 "standard de l’hôpital au +33 1 42 49 49 49",
                 'href="tel:15"',
-                "Appeler le 15 / 112",
+                "Appeler le 15<",  # the button says the number it dials
             ],
-            ["911", "Montréal"],
+            ["911", "Montréal", "Appeler le 15 / 112"],
         ),
     ],
 )
@@ -171,6 +171,6 @@ def test_done_page_says_who_will_call_back_and_by_when(client, sign_in, planned,
     sign_in(client, participant)
     page = _main(client.get(f"/questionnaires/{entry.id}/done"))
     assert (
-        "A member of the study team at Jewish General Hospital will call you back by"
+        "A member of the study team (Jewish General Hospital) will call you back by"
         " Wednesday, December 2, 2026 at 12:30\u202fp.m. at the latest." in page
     )
