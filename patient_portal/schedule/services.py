@@ -370,12 +370,16 @@ def _is_upcoming(visit: Visit, zone: ZoneInfo, today: date) -> bool:
     return visit.window_end >= today
 
 
-def timeline(participant: Participant, now: datetime) -> list[TimelineEntry]:
-    """Every visit in protocol order, each with its state for the participant."""
+def timeline(
+    participant: Participant, now: datetime, visits: list[Visit] | None = None
+) -> list[TimelineEntry]:
+    """Every visit in protocol order, each with its state for the participant; `visits` when
+    the caller has loaded them already."""
     zone = site_of(participant).zone
     today = local_today(zone, now)
     protocol = get_protocol()
-    visits = visits_of(participant)
+    if visits is None:
+        visits = visits_of(participant)
     next_one = next_visit(participant, now, visits)
     entries = []
     for visit in visits:
@@ -487,7 +491,9 @@ def _upcoming(entry: TimelineEntry, zone: ZoneInfo, today: date) -> Upcoming:
     return Upcoming(entry=entry, moment=moment, day=None, days_until=None)
 
 
-def last_infusion_day(participant: Participant, now: datetime) -> date | None:
+def last_infusion_day(
+    participant: Participant, now: datetime, visits: list[Visit] | None = None
+) -> date | None:
     """The day of an infusion given in the last AFTER_INFUSION_DAYS days (today included).
 
     Only the infusion visits' days count, never what was given: the page it pins is the same
@@ -497,7 +503,7 @@ def last_infusion_day(participant: Participant, now: datetime) -> date | None:
     today = local_today(zone, now)
     days = [
         day
-        for visit in visits_of(participant)
+        for visit in (visits_of(participant) if visits is None else visits)
         if visit.kind == "infusion" and visit.status in ("planned", "completed")
         for day in [known_day(visit, zone)]
         if day is not None and 0 <= (today - day).days <= AFTER_INFUSION_DAYS
@@ -509,7 +515,8 @@ def what_next(participant: Participant, now: datetime) -> WhatNext:
     """The next visit, the next infusion and the pinned after-infusion care, for home."""
     zone = site_of(participant).zone
     today = local_today(zone, now)
-    entries = timeline(participant, now)
+    visits = visits_of(participant)
+    entries = timeline(participant, now, visits)
     ahead = [e for e in entries if e.state in ("next", "later")]
     first = next((e for e in entries if e.state == "next"), None)
     infusion = next((e for e in ahead if e.is_infusion), None)
@@ -518,7 +525,7 @@ def what_next(participant: Participant, now: datetime) -> WhatNext:
         next_infusion=_upcoming(infusion, zone, today)
         if infusion is not None and infusion is not first
         else None,
-        infused_on=last_infusion_day(participant, now),
+        infused_on=last_infusion_day(participant, now, visits),
         finished=bool(entries) and not ahead,
         has_visits=bool(entries),
     )
