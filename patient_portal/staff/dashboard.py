@@ -310,18 +310,27 @@ def _cell(counts: dict[str, int]) -> MatrixCell:
 def completion_matrix(filters: Filters, now: datetime) -> tuple[list[MatrixRow], int]:
     """One page of participants by visit, each cell with its state; and the number of rows.
 
-    The count and the page are two statements: a window count would read every matching
-    participant before the page's fifty, where the page alone walks the study ID index.
+    Filtered by visit, questionnaire or state, the page and the count come from one statement
+    (a window count): counting checks every participant in scope anyway, and the page's fifty
+    come out of the same pass, where two statements checked them twice (issue 19). Otherwise
+    they are two statements: the count reads an index, and the page alone walks the study IDs
+    and stops at its fiftieth, where a window count would read every participant first.
     """
-    matching = _matrix_participants(filters, now).subquery()
-    total = db.session.scalar(sa.select(sa.func.count()).select_from(matching)) or 0
+    matching = _matrix_participants(filters, now)
+    columns = [Participant.id, Participant.study_id, Participant.site_code, Participant.status]
+    checked_one_by_one = bool(filters.visit or filters.instrument or filters.state)
+    if checked_one_by_one:
+        columns.append(sa.func.count().over().label("total"))
     page = db.session.execute(
-        sa.select(Participant.id, Participant.study_id, Participant.site_code, Participant.status)
-        .where(Participant.id.in_(sa.select(matching.c.id)))
+        matching.with_only_columns(*columns)
         .order_by(Participant.study_id)
         .limit(PAGE_SIZE)
         .offset((filters.page - 1) * PAGE_SIZE)
     ).all()
+    if checked_one_by_one and page:
+        total = page[0].total
+    else:
+        total = db.session.scalar(sa.select(sa.func.count()).select_from(matching.subquery())) or 0
     if not page:
         return [], total
     ids = [row.id for row in page]
