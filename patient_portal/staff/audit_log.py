@@ -288,7 +288,7 @@ def _export(f: _Facts) -> str:
         "answers.csv": _("Answers, long format (CSV)"),
         "scores.csv": _("Scores (CSV)"),
         "questionnaire-responses.fhir.json": _("FHIR R4 Bundle (JSON)"),
-        "clinical-data.odm.xml": _("CDISC ODM (XML)"),
+        "clinical-data.odm.xml": _("CDISC ODM 1.3.2 (XML)"),
     }
     return _(
         "%(actor)s downloaded the export “%(export)s”.",
