@@ -276,6 +276,7 @@ def init_app(app: Flask) -> None:
         site_datetime=site_datetime,
         site_date=site_date,
         site_zone_note=site_zone_note,
+        zone_name=zone_name,
         window_bound=window_bound,
         passkey_label=passkey_label,
         language_name=language_name,

@@ -6,8 +6,9 @@ from __future__ import annotations
 from flask import make_response, render_template, request, url_for
 
 from patient_portal.accounts.auth import require
-from patient_portal.staff.audit_log import audit_events, event_lines
+from patient_portal.staff.audit_log import audit_events
 from patient_portal.staff.filters import parse_audit_filters
+from patient_portal.staff.views.audit_sentences import event_lines
 from patient_portal.staff.views.blueprints import is_fragment, workspace
 
 
