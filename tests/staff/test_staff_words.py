@@ -52,7 +52,7 @@ def _recorded_kinds() -> set[str]:
                 if isinstance(part, ast.Constant) and isinstance(part.value, str):
                     kinds.add(part.value)
             if isinstance(first, ast.JoinedStr):
-                prefix = "".join(p.value for p in first.values if isinstance(p, ast.Constant))
+                prefix = "".join(str(p.value) for p in first.values if isinstance(p, ast.Constant))
                 kinds.discard(prefix)
                 kinds.add(prefix + "*")
     return kinds

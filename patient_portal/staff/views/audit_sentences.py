@@ -17,7 +17,6 @@ import sqlalchemy as sa
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_babel import ngettext
-from flask_babel.speaklater import LazyString
 
 from patient_portal.accounts.models import REPLACEMENT_REASONS, StaffUser
 from patient_portal.accounts.services import replacement_reason_label
@@ -216,7 +215,7 @@ def _alert_acknowledged(f: _Facts) -> str:
     )
 
 
-def _owner_sentence(message: LazyString) -> Callable[[_Facts], str]:
+def _owner_sentence(message: object) -> Callable[[_Facts], str]:
     """A sentence about whoever owns a passkey, link or session (a participant or staff)."""
 
     def sentence(f: _Facts) -> str:
@@ -229,9 +228,7 @@ def _owner_sentence(message: LazyString) -> Callable[[_Facts], str]:
     return sentence
 
 
-def _participant_sentence(
-    message: LazyString, own: LazyString | None = None
-) -> Callable[[_Facts], str]:
+def _participant_sentence(message: object, own: object | None = None) -> Callable[[_Facts], str]:
     """A sentence about a participant's record; `own` when the participant acted on it."""
 
     def sentence(f: _Facts) -> str:
@@ -241,7 +238,7 @@ def _participant_sentence(
     return sentence
 
 
-def _staff_sentence(message: LazyString) -> Callable[[_Facts], str]:
+def _staff_sentence(message: object) -> Callable[[_Facts], str]:
     def sentence(f: _Facts) -> str:
         return str(message) % {"actor": f.actor, "member": f.staff_member()}
 
@@ -508,8 +505,8 @@ SENTENCES: dict[str, Callable[[_Facts], str]] = {
         _l("%(actor)s planned an e-mail telling %(participant)s that a device was added.")
     ),
     "reminder.test_requested": _participant_sentence(
-        _l("%(actor)s sent a test reminder to %(participant)s."),
-        _l("%(participant)s sent themselves a test reminder."),
+        _l("%(actor)s checked that reminders reach %(participant)s."),
+        _l("%(participant)s checked that reminders reach them."),
     ),
     "reminder_email.changed": _reminder_email,
     "reminder_preferences.changed": _participant_sentence(
