@@ -144,8 +144,13 @@ def viewer_sites() -> list[Site]:
 
 def viewer_covers_zones() -> bool:
     """Whether the viewer's sites keep more than one wall clock (JGH and Saint-Louis): then a
-    time shown to them names its zone."""
-    return len({site.timezone for site in viewer_sites()}) > 1
+    time shown to them names its zone. Worked out once per request and viewer."""
+    key = current_user.get_id() if current_user else None
+    cached = g.get("viewer_covers_zones")
+    if cached is None or cached[0] != key:
+        cached = (key, len({site.timezone for site in viewer_sites()}) > 1)
+        g.viewer_covers_zones = cached
+    return cached[1]
 
 
 def zone_name(site: Site) -> str:
