@@ -7,7 +7,8 @@ en_CA, fr_FR) and the site's wall-clock time zone, never the server's.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+import re
+from datetime import date, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
@@ -19,7 +20,7 @@ from flask_babel import get_locale, gettext
 from flask_login import current_user
 
 from patient_portal.extensions import babel
-from patient_portal.protocol.services import LANGUAGES, get_protocol
+from patient_portal.protocol.services import LANGUAGES, Site, get_protocol
 
 # LANGUAGES, the study's languages, is the protocol's: the pages offer the same ones.
 LANGUAGE_COOKIE = "lang"
@@ -130,6 +131,118 @@ def local_date(value: date | datetime, format: str = "medium") -> str:
     return format_date(value, locale, zone, format)
 
 
+def viewer_sites() -> list[Site]:
+    """The sites the signed-in staff member covers (every site for an admin without one)."""
+    protocol = get_protocol()
+    person = current_user
+    if person is None or not getattr(person, "is_authenticated", False):
+        return []
+    if person.kind == "participant":
+        return [protocol.site(person.site_code)]
+    return [protocol.site(code) for code in (person.site_codes or list(protocol.sites))]
+
+
+def viewer_covers_zones() -> bool:
+    """Whether the viewer's sites keep more than one wall clock (JGH and Saint-Louis): then a
+    time shown to them names its zone. Worked out once per request and viewer."""
+    key = current_user.get_id() if current_user else None
+    cached = g.get("viewer_covers_zones")
+    if cached is None or cached[0] != key:
+        cached = (key, len({site.timezone for site in viewer_sites()}) > 1)
+        g.viewer_covers_zones = cached
+    return cached[1]
+
+
+def zone_name(site: Site) -> str:
+    """“Paris time”, « heure de Paris »: the site's city, which staff know, not an offset."""
+    return gettext("%(city)s time", city=site.city)
+
+
+def site_datetime(value: datetime, site_code: str | None = None) -> str:
+    """A moment for staff, to the minute, on the wall clock of the site it belongs to (the
+    viewer's first site without one), its zone named when the viewer covers two zones."""
+    locale, zone = viewer_locale_and_zone()
+    site = get_protocol().site(site_code) if site_code else None
+    if site is not None:
+        zone = site.zone
+    moment = value.astimezone(zone)
+    parsed = babel_locale(locale)
+    text = str(parsed.datetime_formats["medium"]).format(
+        babel_dates.format_time(moment, format="short", locale=parsed),
+        babel_dates.format_date(moment, format="medium", locale=parsed),
+    )
+    if viewer_covers_zones():
+        named = site or next(
+            (s for s in viewer_sites() if s.timezone == getattr(zone, "key", "")), None
+        )
+        if named is not None:
+            text = f"{text} ({zone_name(named)})"
+    return text
+
+
+def site_zone_note(site_code: str) -> str:
+    """“ (Paris time)” after a site's wall-clock time when the viewer covers two zones."""
+    if not viewer_covers_zones():
+        return ""
+    return f" ({zone_name(get_protocol().site(site_code))})"
+
+
+def site_date(value: date | datetime, site_code: str | None = None, format: str = "medium") -> str:
+    """A calendar date for staff, decided on the wall clock of the site it belongs to."""
+    locale, zone = viewer_locale_and_zone()
+    if site_code:
+        zone = get_protocol().site(site_code).zone
+    return format_date(value, locale, zone, format)
+
+
+def first_answerable_day(opens_at: datetime, zone: ZoneInfo) -> date:
+    """The first calendar day, on the site's clock, on which a questionnaire can be answered."""
+    return opens_at.astimezone(zone).date()
+
+
+def last_answerable_day(closes_at: datetime, zone: ZoneInfo) -> date:
+    """The last calendar day on which a questionnaire can be answered: the stored end is the
+    first moment it no longer can (midnight after the last day), so the day before it."""
+    return (closes_at - timedelta(microseconds=1)).astimezone(zone).date()
+
+
+def window_bound(moment: datetime, site_code: str, closing: bool) -> str:
+    """The first or last day of a questionnaire's window on its site's clock; with the hour
+    when the window turns at some other time than midnight (the evening diary)."""
+    zone = get_protocol().site(site_code).zone
+    local = moment.astimezone(zone)
+    day = last_answerable_day(moment, zone) if closing else first_answerable_day(moment, zone)
+    text = site_date(day, site_code)
+    if local.hour or local.minute:
+        locale, _zone = viewer_locale_and_zone()
+        hour = format_time(moment, locale, zone)
+        text = (
+            gettext("%(day)s, until %(time)s", day=text, time=hour)
+            if closing
+            else gettext("%(day)s, from %(time)s", day=text, time=hour)
+        )
+    return text
+
+
+# The name the portal gives a passkey, in either language: it is stored in the language of
+# the moment it was added and shown in the viewer's.
+_DEFAULT_PASSKEY_NAME = re.compile(r"^(?:Passkey|Clé d[’']accès) (\d+)$")
+
+
+def passkey_label(nickname: str) -> str:
+    """A passkey's name in the viewer's language when the portal named it (“Passkey 1”)."""
+    default = _DEFAULT_PASSKEY_NAME.match(nickname or "")
+    if default:
+        return gettext("Passkey %(number)s", number=default.group(1))
+    return nickname
+
+
+def language_name(code: str) -> str:
+    """A language's name in the viewer's language: “French” on an English page."""
+    names = {"fr": gettext("French"), "en": gettext("English")}
+    return names.get(code, code)
+
+
 def device_label(user_agent: str) -> str:
     """“Chrome · Android” from a User-Agent string, for the list of signed-in devices."""
     agent = user_agent or ""
@@ -165,6 +278,13 @@ def init_app(app: Flask) -> None:
         local_datetime=local_datetime,
         local_date=local_date,
         device_label=device_label,
+        site_datetime=site_datetime,
+        site_date=site_date,
+        site_zone_note=site_zone_note,
+        zone_name=zone_name,
+        window_bound=window_bound,
+        passkey_label=passkey_label,
+        language_name=language_name,
         LANGUAGE_NAMES=LANGUAGE_NAMES,
         LANGUAGES=LANGUAGES,
     )

@@ -35,7 +35,7 @@ from patient_portal.i18n import (
     format_datetime,
     format_number,
     format_time,
-    local_datetime,
+    site_datetime,
     viewer_locale_and_zone,
 )
 from patient_portal.protocol.services import get_protocol
@@ -340,6 +340,9 @@ def alert_facts(alert: Any) -> dict:
     instrument_id = getattr(alert, "instrument_id", None) or (
         alert.assignment.instrument_id if getattr(alert, "assignment", None) else None
     )
+    # Times on the participant's site clock: a dashboard line carries its site, a row its person.
+    person = getattr(alert, "participant", None)
+    site_code = getattr(alert, "site", None) or (person.site_code if person else None)
     now = clock.now()
     due = alert.due_at
     outcome = getattr(alert, "outcome", None)
@@ -356,11 +359,11 @@ def alert_facts(alert: Any) -> dict:
         "severity": alert.severity,
         "severity_label": alerts.SEVERITY_LABELS[alert.severity],
         "what": _("%(label)s: %(answer)s", label=label, answer=answer) if answer else label,
-        "raised": local_datetime(alert.created_at, "short"),
+        "raised": site_datetime(alert.created_at, site_code),
         "age": age,
-        "due": local_datetime(due, "short") if due else None,
+        "due": site_datetime(due, site_code) if due else None,
         "overdue": due is not None and due <= now and not getattr(alert, "acknowledged_at", None),
-        "escalated": local_datetime(alert.escalated_at, "short") if alert.escalated_at else None,
+        "escalated": site_datetime(alert.escalated_at, site_code) if alert.escalated_at else None,
         "outcome": alerts.OUTCOME_LABELS[outcome] if outcome else None,
         "outcomes": alerts.OUTCOME_LABELS,
     }

@@ -100,6 +100,8 @@ class MatrixCell:
     state: str
     completed: int
     total: int
+    # Every state's count, so a cell can answer for the state the filter asks about.
+    counts: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -301,10 +303,10 @@ def _cell(counts: dict[str, int]) -> MatrixCell:
     live = total - counts["withdrawn"]
     for state in ("missed", "open", "upcoming"):
         if counts[state]:
-            return MatrixCell(state, counts["completed"], live)
+            return MatrixCell(state, counts["completed"], live, dict(counts))
     if counts["completed"]:
-        return MatrixCell("completed", counts["completed"], live)
-    return MatrixCell("withdrawn", 0, 0)
+        return MatrixCell("completed", counts["completed"], live, dict(counts))
+    return MatrixCell("withdrawn", 0, 0, dict(counts))
 
 
 def completion_matrix(filters: Filters, now: datetime) -> tuple[list[MatrixRow], int]:

@@ -110,8 +110,10 @@ def test_a_replacement_link_records_its_reason_on_the_staff_page_and_in_the_audi
     assert "issued by Camille Roy" in links
     assert "Changed phone today" in links
     assert "Not used yet." in links
-    # The staff audit history lists the link's events too.
-    assert "enrolment.issued" in page.split("Audit history", 1)[1]
+    # The staff audit history tells the link's events too, with the reason in words.
+    history = page.split("Audit history", 1)[1]
+    assert "Coordinator Camille Roy issued an enrolment link for participant JGH-001." in history
+    assert "Reason: New phone or device: Changed phone today" in history
 
 
 def test_a_link_for_a_participant_who_never_registered_needs_no_reason(

@@ -124,12 +124,12 @@ def test_unknown_member_is_a_404(admin_client, csrf_token):
 def test_audit_log_filters(admin_client, in_year):
     in_year("JGH", days=10, habit="all")
     page = _text(admin_client.get("/staff/audit?action=questionnaire.submitted"))
-    assert "questionnaire.submitted" in page and "participant.enrolled" not in page
+    assert "JGH-001 submitted “" in page and " enrolled JGH-001" not in page
     page = _text(admin_client.get("/staff/audit?actor=participant:JGH-001&entity=assignment"))
-    assert "answer.saved" in page
+    assert "JGH-001 answered a question of “" in page
     fragment = admin_client.get("/staff/audit?action=answer", headers={"HX-Request": "true"})
     assert "<html" not in fragment.get_data(as_text=True)
-    assert "answer.saved" in _text(fragment)
+    assert "JGH-001 answered a question of “" in _text(fragment)
     assert "No audit event matches" in _text(admin_client.get("/staff/audit?from=2030-01-01"))
 
 

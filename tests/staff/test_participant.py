@@ -25,9 +25,9 @@ def test_participant_page_shows_answers_scores_states_alerts_and_history(signed_
     assert "out of 10" in page
     assert "Completed" in page and "Upcoming" in page
     assert "Shortness of breath this week" in page and "Acknowledge this alert" in page
-    assert (
-        "questionnaire.submitted" in page and "participant.enrolled" in page
-    ) or "assignments.planned" in page
+    # The history in sentences, never the event codes.
+    assert "JGH-001 submitted “" in page and "The portal planned the questionnaires" in page
+    assert "questionnaire.submitted" not in page and "assignments.planned" not in page
 
 
 def test_acknowledging_from_the_participant_page_records_the_note(signed_in, in_year, csrf_token):

@@ -8,6 +8,7 @@ from flask import make_response, render_template, request, url_for
 from patient_portal.accounts.auth import require
 from patient_portal.staff.audit_log import audit_events
 from patient_portal.staff.filters import parse_audit_filters
+from patient_portal.staff.views.audit_sentences import event_lines
 from patient_portal.staff.views.blueprints import is_fragment, workspace
 
 
@@ -22,3 +23,9 @@ def audit_log():
     response = make_response(render_template("staff/_audit_results.html", **context))
     response.headers["HX-Push-Url"] = url_for("workspace.audit_log", **filters.query_args())
     return response
+
+
+@workspace.app_context_processor
+def _audit_helpers() -> dict:
+    # The participant page tells its history with the same sentences as the audit log.
+    return {"audit_event_lines": event_lines}

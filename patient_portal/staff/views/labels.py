@@ -8,9 +8,17 @@ from datetime import date
 from babel.numbers import format_percent
 from flask_babel import gettext as _
 
-from patient_portal.i18n import babel_locale, current_language, format_date, viewer_locale_and_zone
+from patient_portal.i18n import (
+    babel_locale,
+    current_language,
+    format_date,
+    format_number,
+    viewer_locale_and_zone,
+)
 from patient_portal.protocol.services import get_protocol
+from patient_portal.questionnaires.instrument import Instrument, ScoreRule
 from patient_portal.questionnaires.loader import get_instruments
+from patient_portal.questionnaires.scoring import HAQ_DECIMALS, MEAN_DECIMALS, SHAQ_DECIMALS
 
 
 def state_label(state: str) -> str:
@@ -53,6 +61,78 @@ def instrument_label(instrument_id: str) -> str:
     return instrument.title.get(current_language()) if instrument else instrument_id
 
 
+def _haq_category_label(category: str) -> str:
+    return {
+        "dressing_grooming": _("Dressing and grooming"),
+        "arising": _("Arising"),
+        "eating": _("Eating"),
+        "walking": _("Walking"),
+        "hygiene": _("Hygiene"),
+        "reach": _("Reach"),
+        "grip": _("Grip"),
+        "activities": _("Activities"),
+    }.get(category, category)
+
+
+def _score_rule(instrument: Instrument, name: str) -> tuple[ScoreRule | None, str | None]:
+    """The rule a stored score name comes from, and the part after the dot (HAQ category,
+    SHAQ scale item) when the score is one of the rule's parts."""
+    base, _dot, part = name.partition(".")
+    rule = next((r for r in instrument.scoring if r.name == base), None)
+    return rule, part or None
+
+
+def score_label(instrument_id: str, name: str) -> str:
+    """A score's name in the viewer's language: “Mean score”, never `hands_mean`."""
+    instrument = get_instruments().get(instrument_id)
+    rule, part = _score_rule(instrument, name) if instrument else (None, None)
+    if rule is None or instrument is None:
+        return _("Score")
+    if part is not None:
+        if rule.kind == "haq_di":
+            return _("HAQ-DI: %(category)s", category=_haq_category_label(part))
+        try:
+            question = instrument.item(part).text.get(current_language())
+        except KeyError:
+            question = part
+        return _("Scale: %(question)s", question=question)
+    labels = {
+        "sum": _("Total score"),
+        "mean": _("Mean score"),
+        "haq_di": _("HAQ-DI index"),
+        "shaq_vas": _("Visual analogue scales"),
+    }
+    return labels.get(rule.kind, _("Score"))
+
+
+def score_value(instrument_id: str, name: str, value: float | int | None) -> str:
+    """A score formatted in the viewer's locale, with its rule's decimals: « 1,50 »."""
+    if value is None:
+        return "—"
+    instrument = get_instruments().get(instrument_id)
+    rule, part = _score_rule(instrument, name) if instrument else (None, None)
+    if rule is not None and rule.decimals is not None:
+        decimals = rule.decimals
+    elif rule is not None and rule.kind == "mean":
+        decimals = MEAN_DECIMALS
+    elif rule is not None and rule.kind == "haq_di":
+        decimals = HAQ_DECIMALS if part is None else 0
+    elif rule is not None and rule.kind == "shaq_vas":
+        decimals = SHAQ_DECIMALS
+    else:
+        decimals = 0 if float(value).is_integer() else 2
+    locale, _zone = viewer_locale_and_zone()
+    return format_number(value, locale, decimals)
+
+
+def score_lines(instrument_id: str, scores: dict | None) -> list[tuple[str, str]]:
+    """(label, formatted value) for each stored score of a submission, in stored order."""
+    return [
+        (score_label(instrument_id, name), score_value(instrument_id, name, value))
+        for name, value in (scores or {}).items()
+    ]
+
+
 def percent(value: float | None) -> str:
     if value is None:
         return "—"
@@ -86,4 +166,5 @@ def template_helpers() -> dict:
         "percent": percent,
         "participant_status_label": participant_status_label,
         "staff_role_label": staff_role_label,
+        "score_lines": score_lines,
     }
