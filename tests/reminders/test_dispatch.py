@@ -203,7 +203,7 @@ def test_web_push_reaches_the_phone_signed_encrypted_and_neutral(
     assert payload["title"] == "Visite de l’étude CARE-SSc demain"
     assert (
         payload["body"]
-        == "mardi 1 décembre 2026, Hôpital général juif. Votre équipe de l’étude vous confirmera l’heure."
+        == "mardi 1 décembre 2026, Hôpital général juif. L’équipe de recherche vous confirmera l’heure."
     )
     assert payload["url"] == "/home"
     assert payload["lang"] == "fr"

@@ -82,8 +82,8 @@ def test_choices_are_saved_and_replanned(client, csrf_token, participant):
 @pytest.mark.parametrize(
     ("start", "end", "message"),
     [
-        ("8", "8", "Les heures de tranquillité doivent durer entre 1 et 14 heures."),
-        ("6", "23", "Les heures de tranquillité doivent durer entre 1 et 14 heures."),
+        ("8", "8", "Les heures sans rappel doivent durer entre 1 et 14 heures."),
+        ("6", "23", "Les heures sans rappel doivent durer entre 1 et 14 heures."),
         ("minuit", "7", "Veuillez choisir les heures dans les listes."),
         ("24", "7", "Veuillez choisir les heures dans les listes."),
     ],
