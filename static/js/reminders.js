@@ -83,6 +83,15 @@
       }).then(function (data) {
         status.textContent = data.message;
         show(true);
+        // The server now has a phone to reach: the switch can be used (and is on, as saved).
+        var toggle = document.getElementById("channel-push");
+        var why = document.getElementById("channel-push-why");
+        if (toggle) {
+          toggle.disabled = false;
+          toggle.checked = true;
+          toggle.removeAttribute("aria-describedby");
+        }
+        if (why) { why.hidden = true; }
       }).catch(function (error) {
         var known = error && error.message && error.message !== "" && error.name === "Error";
         status.textContent = known ? error.message : panel.dataset.msgFailed;
