@@ -32,10 +32,10 @@ def _french_texts() -> list[tuple[str, str]]:
 def _english_sources() -> list[str]:
     with POT_FILE.open("rb") as handle:
         catalogue = read_po(handle)
-    texts = []
+    texts: list[str] = []
     for message in catalogue:
         ids = message.id if isinstance(message.id, tuple) else (message.id,)
-        texts += [text for text in ids if text]
+        texts += [str(text) for text in ids if text]
     for path in wording.FRENCH_DATA_FILES:
         texts += _english_data_texts(path)
     return texts

@@ -49,8 +49,11 @@ def _link_in(mail) -> str:
 
 
 def _audited(action: str) -> int:
-    return db.session.scalar(
-        sa.select(sa.func.count()).select_from(AuditEvent).where(AuditEvent.action == action)
+    return (
+        db.session.scalar(
+            sa.select(sa.func.count()).select_from(AuditEvent).where(AuditEvent.action == action)
+        )
+        or 0
     )
 
 
