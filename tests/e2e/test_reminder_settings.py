@@ -190,7 +190,9 @@ def test_reminder_settings_on_one_screen(
 
 
 @pytest.mark.parametrize("locale", ["fr-CA", "en-CA"])
-def test_dark_theme_keeps_the_contrast(live_server, new_phone, make_participant, locale):
+def test_dark_theme_keeps_the_contrast(
+    live_server, new_phone, make_participant, make_staff, locale
+):
     words = JOURNEYS[locale]
     participant = make_participant(
         site_code=words["site"],
@@ -207,3 +209,20 @@ def test_dark_theme_keeps_the_contrast(live_server, new_phone, make_participant,
         assert_accessible(page)
         _shot(page, f"{locale}-dark{path.replace('/', '-')}")
     assert horizontal_overflow_at_320_and_200_percent(page) <= 0
+    # The coordinators' workspace too (workspace.css over portal.css).
+    coordinator = make_staff(language=words["language"], sites=[words["site"]])
+    db.session.commit()
+    desk = new_phone(locale)
+    desk.context.add_cookies(
+        [{"name": "portal_session", "value": open_session_for(coordinator), "url": live_server}]
+    )
+    desk.emulate_media(color_scheme="dark")
+    desk.set_viewport_size({"width": 1280, "height": 900})
+    for path in (
+        "/staff/dashboard",
+        "/staff/participants",
+        f"/staff/participants/{participant.study_id}",
+    ):
+        desk.goto(live_server + path)
+        assert_accessible(desk)
+        _shot(desk, f"{locale}-dark{path.replace('/', '-')}")
