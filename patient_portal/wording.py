@@ -72,6 +72,10 @@ MASCULINE_ABOUT_THE_READER: list[tuple[str, str]] = [
         "an adjective or participle agreeing with « vous » as if every reader were a man",
     ),
     (
+        r"\bêtes-vous\s+(?:connecté|inscrit|prêt|sûr|certain|seul|satisfait)\b(?!e)",
+        "a question to the reader in the masculine (« Êtes-vous sûr ? »)",
+    ),
+    (
         r"^(?:Connecté|Déconnecté|Inscrit|Retiré de l’étude|jamais connecté)$",
         "a status about a person in the masculine",
     ),

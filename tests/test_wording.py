@@ -167,3 +167,23 @@ def test_before_sign_in_accept_language_decides_the_region(app, accept, expected
 
     with app.test_request_context("/", headers={"Accept-Language": accept}):
         assert select_language() == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "refused"),
+    [
+        ("Vous êtes déconnecté", True),
+        ("Vous n’êtes pas connecté", True),
+        ("Êtes-vous sûr ?", True),
+        ("Rien n’a été fait. Vous pouvez réessayer quand vous serez prêt.", True),
+        ("Votre session est fermée", False),
+        ("Votre nouveau lien est prêt.", False),
+        ("%(num)d appareils connectés.", False),
+    ],
+)
+def test_the_deny_list_catches_what_it_is_for(text, refused):
+    found = any(
+        re.search(pattern, text, flags=re.IGNORECASE | re.MULTILINE)
+        for pattern, _why in wording.MASCULINE_ABOUT_THE_READER
+    )
+    assert found is refused
