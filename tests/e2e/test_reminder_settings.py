@@ -187,6 +187,9 @@ def test_reminder_settings_on_one_screen(
     assert horizontal_overflow_at_320_and_200_percent(page) <= 0
     assert small_tap_targets(page) == []
     _shot(page, f"{locale}-320-200")
+    for part in ("#channel-inapp", "#kind-visit", "#email-address"):
+        page.locator(part).scroll_into_view_if_needed()
+        _shot(page, f"{locale}-320-200-{part[1:]}")
 
 
 @pytest.mark.parametrize("locale", ["fr-CA", "en-CA"])
