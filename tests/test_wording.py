@@ -187,3 +187,25 @@ def test_the_deny_list_catches_what_it_is_for(text, refused):
         for pattern, _why in wording.MASCULINE_ABOUT_THE_READER
     )
     assert found is refused
+
+
+@pytest.mark.parametrize(("site", "footer"), [("CHUM", "ce courriel"), ("SLS", "cet e-mail")])
+def test_a_reminder_email_speaks_the_sites_french(app, now, make_participant, site, footer):
+    from datetime import UTC, date, datetime
+
+    from patient_portal.extensions import db
+    from patient_portal.reminders import messages, preferences
+    from patient_portal.schedule.models import Visit
+    from tests.reminders.conftest import reminders_of
+
+    app.config["PORTAL_SMTP_HOST"] = "127.0.0.1"
+    now(datetime(2026, 11, 20, 15, tzinfo=UTC))
+    participant = make_participant(site_code=site, language="fr", day0=date(2026, 12, 1))
+    with app.test_request_context("/"):
+        preferences.set_email(participant, "participant@example.org")
+        preferences.confirm_email(participant)
+        reminder = reminders_of(participant, channel="email")[0]
+        visit = db.session.get(Visit, reminder.visit_id) if reminder.visit_id else None
+        message = messages.compose(reminder, participant, visit, now(), email=True)
+    assert f"Vous recevez {footer}" in message.text
+    assert message.language == "fr"

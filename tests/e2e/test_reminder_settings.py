@@ -192,7 +192,7 @@ def test_reminder_settings_on_one_screen(
         _shot(page, f"{locale}-320-200-{part[1:]}")
 
 
-@pytest.mark.parametrize("locale", ["fr-CA", "en-CA"])
+@pytest.mark.parametrize("locale", list(JOURNEYS))
 def test_dark_theme_keeps_the_contrast(
     live_server, new_phone, make_participant, make_staff, locale
 ):
