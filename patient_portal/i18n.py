@@ -60,7 +60,12 @@ def person_text_locale(person) -> str:
 
 def _country_of(person) -> str | None:
     protocol = get_protocol()
-    codes = [person.site_code] if person.kind == "participant" else (person.site_codes or [])
+    # Staff of every site (admins) read as the first site, as their dates do.
+    codes = (
+        [person.site_code]
+        if person.kind == "participant"
+        else (person.site_codes or list(protocol.sites))
+    )
     return protocol.site(codes[0]).country if codes and codes[0] in protocol.sites else None
 
 
