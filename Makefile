@@ -76,8 +76,13 @@ $(COMPRESSED): $(VENDOR) $(shell find static -type f -not -name '*.gz' -not -nam
 translations/%/LC_MESSAGES/messages.mo: translations/%/LC_MESSAGES/messages.po $(VENV)/.installed
 	$(BIN)/pybabel compile -d translations -l $*
 
+# France's few words over the Québec base (patient_portal/wording.py).
+REGIONAL_MO := translations/regional/fr_FR/LC_MESSAGES/messages.mo
+$(REGIONAL_MO): translations/regional/fr_FR/LC_MESSAGES/messages.po $(VENV)/.installed
+	$(BIN)/pybabel compile -d translations/regional -l fr_FR
+
 # What a server needs to run the portal: packages, front-end files, compiled translations.
-install: $(VENV)/.installed $(VENDOR) $(COMPRESSED) translations/fr/LC_MESSAGES/messages.mo
+install: $(VENV)/.installed $(VENDOR) $(COMPRESSED) translations/fr/LC_MESSAGES/messages.mo $(REGIONAL_MO)
 
 # A development copy: the above, a migrated SQLite database and the demo people.
 setup: install
@@ -90,13 +95,16 @@ run: setup
 	$(BIN)/flask demo links
 	$(BIN)/flask run --host 127.0.0.1 --port $(PORT)
 
-# Extract every marked string, merge it into the catalogues, and compile them.
+# Extract every marked string, merge it into the catalogues, curl French apostrophes and write
+# France's override again (patient_portal/wording.py), and compile them.
 translations: $(VENV)/.installed
 	$(BIN)/pybabel extract -F babel.cfg -k _l -k lazy_gettext -o translations/messages.pot --no-location --sort-output .
 	$(BIN)/pybabel update -i translations/messages.pot -d translations --no-fuzzy-matching --ignore-obsolete
+	$(BIN)/python -m patient_portal.wording tidy
 	$(BIN)/pybabel compile -d translations
+	$(BIN)/pybabel compile -d translations/regional
 
-test: $(VENV)/.installed-test node_modules/.dev-installed $(VENDOR) $(COMPRESSED) translations/fr/LC_MESSAGES/messages.mo
+test: $(VENV)/.installed-test node_modules/.dev-installed $(VENDOR) $(COMPRESSED) translations/fr/LC_MESSAGES/messages.mo $(REGIONAL_MO)
 	@# Debian packages the browser and deployment tests drive: Chromium, nginx, certutil (NSS).
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
@@ -112,7 +120,7 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: $(VENV)/.installed-test node_modules/.dev-installed $(VENDOR) translations/fr/LC_MESSAGES/messages.mo
+bench: $(VENV)/.installed-test node_modules/.dev-installed $(VENDOR) translations/fr/LC_MESSAGES/messages.mo $(REGIONAL_MO)
 	@# wrk, an event-loop load client in C that leaves the cores to the servers it measures.
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null; }
 	$(BIN)/python -m bench

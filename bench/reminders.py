@@ -65,7 +65,7 @@ def plan(target: int) -> dict:
     import sqlalchemy as sa
     from flask_migrate import upgrade
 
-    from patient_portal import create_app
+    from patient_portal import clock, create_app
     from patient_portal.accounts.models import Participant
     from patient_portal.extensions import db
     from patient_portal.planning import plan_year
@@ -102,6 +102,8 @@ def plan(target: int) -> dict:
                         quiet_start=None,
                         quiet_end=None,
                         email_encrypted=email,
+                        # Confirmed, as a participant's address must be before it is used.
+                        email_verified_at=clock.now(),
                     )
                 )
                 db.session.add(

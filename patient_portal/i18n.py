@@ -3,6 +3,10 @@
 The language comes from the signed-in person's stored choice, then the `lang` cookie, then
 Accept-Language, then the configured default. Formatting uses language + site country (fr_CA,
 en_CA, fr_FR) and the site's wall-clock time zone, never the server's.
+
+French is read as fr_CA or fr_FR: the base catalogue (translations/fr) is Québec French, and
+translations/regional/fr_FR overrides the few words France says otherwise (patient_portal/wording.py).
+The site decides for a signed-in person; before sign-in, Accept-Language's region does.
 """
 
 from __future__ import annotations
@@ -28,17 +32,51 @@ LANGUAGE_NAMES = {"fr": "Français", "en": "English"}
 
 
 def select_language() -> str:
-    """Pick the page language in the order the design sets."""
+    """Pick the page language in the order the design sets, with French's region."""
     if current_user and current_user.is_authenticated:
-        return current_user.language
+        return text_locale(current_user.language, _country_of(current_user))
     cookie = request.cookies.get(LANGUAGE_COOKIE)
-    if cookie in LANGUAGES:
-        return cookie
     # best_match ignores malformed entries and never raises on them.
-    return (
-        request.accept_languages.best_match(LANGUAGES)
+    language = (
+        cookie
+        if cookie in LANGUAGES
+        else request.accept_languages.best_match(LANGUAGES)
         or current_app.config["PORTAL_DEFAULT_LANGUAGE"]
     )
+    return text_locale(language, _visitor_country())
+
+
+def text_locale(language: str, country: str | None) -> str:
+    """The catalogue a person reads: fr_CA or fr_FR (the site's, else France, as for dates), or
+    English (one text for every country)."""
+    if language != "fr":
+        return language
+    return formatting_locale(language, "CA" if country == "CA" else "FR")
+
+
+def person_text_locale(person) -> str:
+    """The catalogue for a person outside their own request (an e-mail, a calendar, a link)."""
+    return text_locale(person.language, _country_of(person))
+
+
+def _country_of(person) -> str | None:
+    protocol = get_protocol()
+    # Staff of every site (admins) read as the first site, as their dates do.
+    codes = (
+        [person.site_code]
+        if person.kind == "participant"
+        else (person.site_codes or list(protocol.sites))
+    )
+    return protocol.site(codes[0]).country if codes and codes[0] in protocol.sites else None
+
+
+def _visitor_country() -> str | None:
+    """The first region Accept-Language names for French (fr-CA → CA), if any."""
+    for value, _quality in request.accept_languages:
+        language, _, region = value.replace("_", "-").partition("-")
+        if language.lower() == "fr" and region:
+            return region.upper()[:2]
+    return None
 
 
 def current_language() -> str:
@@ -270,7 +308,10 @@ def init_app(app: Flask) -> None:
     babel.init_app(
         app,
         locale_selector=select_language,
-        default_translation_directories=str(app.root_path + "/../translations"),
+        # The regional overrides come second: Flask-Babel merges each over the one before.
+        default_translation_directories=";".join(
+            [f"{app.root_path}/../translations", f"{app.root_path}/../translations/regional"]
+        ),
         default_domain="messages",
     )
     app.jinja_env.globals.update(

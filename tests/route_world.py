@@ -27,6 +27,7 @@ from patient_portal.planning import plan_year
 from patient_portal.questionnaires.loader import get_instrument
 from patient_portal.questionnaires.models import Alert, Assignment
 from patient_portal.questionnaires.services import state_of
+from patient_portal.reminders import preferences as reminder_preferences
 from patient_portal.schedule import services as schedule
 from patient_portal.security import SESSION_LIMITS, token_digest
 
@@ -104,6 +105,8 @@ def build_world(make_participant, make_staff) -> World:
     other_phone = _session_of(participant_a)
     _newcomer, enrolment_token = accounts.enrol_participant("JGH", "en", None, coordinator)
     feed_token = schedule.issue_feed_token(participant_a)
+    reminder_preferences.set_email(participant_a, "participant-a@example.org")
+    email_token = reminder_preferences.verification_token(participant_a)
     db.session.commit()
     return World(
         participant_a=participant_a,
@@ -124,6 +127,7 @@ def build_world(make_participant, make_staff) -> World:
             "staff_id": str(other_site.id),
             "token": enrolment_token,
             "feed_token": feed_token,
+            "email_token": email_token,
             "channel": "inapp",
             "kind": "completion.csv",
         },
@@ -147,6 +151,8 @@ def realistic_value(rule: Rule, name: str, values: dict[str, str]) -> str:
     link's); an unknown parameter of a new rule gets a plain word."""
     if name == "token" and rule.endpoint == "schedule.feed":
         return values["feed_token"]
+    if name == "token" and rule.endpoint.startswith("reminders.confirm_email"):
+        return values["email_token"]
     return values.get(name, "new-parameter")
 
 

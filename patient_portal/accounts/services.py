@@ -75,7 +75,7 @@ class SignInFailed(PortalError):
     def __init__(self) -> None:
         super().__init__(
             _(
-                "We could not sign you in with this passkey. Please try again, or ask your study coordinator for a new link."
+                "We could not sign you in with this passkey. Please try again, or ask your study team for a new link."
             )
         )
 
@@ -428,29 +428,29 @@ def usable_enrolment_token(raw_token: str) -> EnrolmentToken:
     """The token behind a link, or a PortalError saying plainly why it cannot be used."""
     if not raw_token or len(raw_token) > 100:
         raise PortalError(
-            _("This link is not valid. Please ask your study coordinator for a new link."), 404
+            _("This link is not valid. Please ask your study team for a new link."), 404
         )
     token = db.session.scalar(
         sa.select(EnrolmentToken).where(EnrolmentToken.token_hash == token_digest(raw_token))
     )
     if token is None or token.revoked_at is not None:
         raise PortalError(
-            _("This link is not valid. Please ask your study coordinator for a new link."), 404
+            _("This link is not valid. Please ask your study team for a new link."), 404
         )
     if token.used_at is not None:
         raise PortalError(
             _(
-                "This link has already been used. Please sign in, or ask your study coordinator for a new link."
+                "This link has already been used. Please sign in, or ask your study team for a new link."
             ),
             410,
         )
     if token.expires_at <= clock.now():
         raise PortalError(
-            _("This link has expired. Please ask your study coordinator for a new link."), 410
+            _("This link has expired. Please ask your study team for a new link."), 410
         )
     if not token.owner.is_active:
         raise PortalError(
-            _("This link is not valid. Please ask your study coordinator for a new link."), 404
+            _("This link is not valid. Please ask your study team for a new link."), 404
         )
     return token
 
@@ -649,7 +649,7 @@ def _claim_enrolment_token(token: EnrolmentToken) -> None:
     if claimed != 1:
         raise PortalError(
             _(
-                "This link has already been used. Please sign in, or ask your study coordinator for a new link."
+                "This link has already been used. Please sign in, or ask your study team for a new link."
             ),
             410,
         )

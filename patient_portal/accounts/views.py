@@ -27,7 +27,13 @@ from patient_portal.accounts import services
 from patient_portal.accounts.auth import require
 from patient_portal.errors import PortalError, rolled_back
 from patient_portal.extensions import db, limiter
-from patient_portal.i18n import LANGUAGE_COOKIE, format_date, format_time, viewer_locale_and_zone
+from patient_portal.i18n import (
+    LANGUAGE_COOKIE,
+    format_date,
+    format_time,
+    person_text_locale,
+    viewer_locale_and_zone,
+)
 from patient_portal.inputs import json_text
 from patient_portal.security import current_session_record, end_session, start_authenticated_session
 from patient_portal.views import local_path
@@ -91,7 +97,7 @@ def enrol(token: str):
     enrolment = services.usable_enrolment_token(token)
     owner = enrolment.owner
     # The welcome is in the participant's own language, whatever the phone says.
-    with force_locale(owner.language):
+    with force_locale(person_text_locale(owner)):
         response = current_app.make_response(
             render_template("accounts/enrol.html", owner=owner, token=token)
         )

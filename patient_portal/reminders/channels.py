@@ -60,6 +60,7 @@ class Message:
     language: str
     ttl: int  # seconds a push service may keep it
     reminder_id: int
+    catalogue: str = ""  # whose words: fr_CA, fr_FR or en (i18n.text_locale); "" = language
 
 
 @dataclass

@@ -264,6 +264,11 @@ class Dispatcher:
                 if job.target.email is None:
                     job.decision, job.detail = "cancelled", "no e-mail address"
                     continue
+                # Planned before the address changed, or an address nobody confirmed: nothing
+                # goes to a mailbox its owner has not shown to be theirs.
+                if row is None or row.email_verified_at is None:
+                    job.decision, job.detail = "cancelled", "e-mail address not confirmed"
+                    continue
             # A subject reads the same on every channel: composed once per batch.
             key = (participant.id, reminder.subject, reminder.kind)
             if key not in composed:

@@ -15,7 +15,7 @@ from flask_babel import force_locale
 from flask_babel import gettext as _
 
 from patient_portal.accounts.models import Participant
-from patient_portal.i18n import format_date, format_time
+from patient_portal.i18n import format_date, format_time, text_locale
 from patient_portal.protocol.services import get_protocol
 from patient_portal.reminders.channels import Message
 from patient_portal.reminders.models import Reminder
@@ -78,7 +78,8 @@ def compose(
     zone, language = site.zone, participant.language
     locale = site.formatting_locale(language)
     moment = Subject.parse(reminder.subject).moment
-    with force_locale(language):
+    catalogue = text_locale(language, site.country)
+    with force_locale(catalogue):
         place = site.name[language]
         if reminder.kind in ("infusion", "visit") and visit is not None:
             title = {
@@ -143,6 +144,7 @@ def compose(
         language=language,
         ttl=max(ttl, 60),
         reminder_id=reminder.id,
+        catalogue=catalogue,
     )
     if email if email is not None else reminder.channel == "email":
         return with_email_parts(message)
@@ -150,7 +152,7 @@ def compose(
 
 
 def _email_texts(language: str) -> dict[str, str]:
-    """The e-mail's fixed words in one language, translated once per app and language."""
+    """The e-mail's fixed words in one catalogue (fr_CA, fr_FR, en), translated once per app."""
     cache = current_app.extensions.setdefault("reminders_email_texts", {})
     if language not in cache:
         with force_locale(language):
@@ -175,7 +177,7 @@ def with_email_parts(message: Message) -> Message:
     origin = current_app.config["PORTAL_ORIGIN"]
     settings_url = origin + _path("reminders.preferences")
     link = origin + message.url
-    texts = _email_texts(message.language)
+    texts = _email_texts(message.catalogue or message.language)
     footer = texts["footer"].replace("{url}", settings_url)
     # The template alone, without the page context processors: it needs none of them.
     html = current_app.jinja_env.get_template("reminders/email.html").render(

@@ -125,6 +125,8 @@ class ReminderPreference(db.Model):
     quiet_end: Mapped[int | None] = mapped_column(sa.SmallInteger)
     # Fernet token of the address (encrypted at rest, DESIGN §2); never exported.
     email_encrypted: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
+    # When its owner opened the link sent to the address; until then nothing is sent to it.
+    email_verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=clock.now)
 
     __table_args__ = (

@@ -9,21 +9,26 @@ create_app) re-plans: the planner reads these choices, so it cannot be imported 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from cryptography.fernet import InvalidToken
-from flask import current_app
+from flask import current_app, url_for
+from flask_babel import force_locale
 from flask_babel import gettext as _
+from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 
 from patient_portal import audit, clock, signals
 from patient_portal.accounts.models import Participant
 from patient_portal.errors import PortalError
 from patient_portal.extensions import db
+from patient_portal.i18n import person_text_locale
 from patient_portal.reminders import channels as channels_module
 from patient_portal.reminders.models import (
     CHANNELS,
@@ -40,6 +45,10 @@ EMAIL_MAX = 254
 # Deliberately simple: one @, a dot in the domain, no spaces. The SMTP server has the last word.
 EMAIL_PATTERN = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s.]{2,}$")
 PUSH_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]+={0,2}$")
+# How long the link sent to a new address can confirm it: long enough for a mailbox read once a
+# day, short enough that an old e-mail in someone else's hands is useless.
+EMAIL_LINK_LIFETIME = timedelta(hours=48)
+EMAIL_LINK_SALT = "reminders.email-verification"
 
 
 def _refused(message: str, field: str) -> PortalError:
@@ -53,6 +62,7 @@ class Preferences:
     channels: dict[str, tuple[str, ...]]
     quiet: tuple[int, int] | None
     has_email: bool
+    email_verified: bool = False
 
 
 def _preference_row(participant: Participant) -> ReminderPreference | None:
@@ -72,7 +82,12 @@ def preferences_of(participant: Participant, row: ReminderPreference | None = No
         if row.quiet_start is None or row.quiet_end is None
         else (row.quiet_start, row.quiet_end)
     )
-    return Preferences(chosen, quiet, row.email_encrypted is not None)
+    return Preferences(
+        chosen,
+        quiet,
+        row.email_encrypted is not None,
+        row.email_encrypted is not None and row.email_verified_at is not None,
+    )
 
 
 def _ensure_row(participant: Participant) -> ReminderPreference:
@@ -161,6 +176,8 @@ def set_email(participant: Participant, address: str | None) -> bool:
     row = _ensure_row(participant)
     had = row.email_encrypted is not None
     row.email_encrypted = channels_module.encrypt_contact(current_app, address) if address else None
+    # A new address receives nothing until its owner opens the link sent to it.
+    row.email_verified_at = None
     row.updated_at = clock.now()
     db.session.flush()
     audit.record(
@@ -169,6 +186,144 @@ def set_email(participant: Participant, address: str | None) -> bool:
         participant.id,
         before={"email": "set" if had else None},
         after={"email": "set" if address else None},
+        stream=participant.audit_stream,
+    )
+    signals.reminder_preferences_changed.send(participant)
+    return True
+
+
+def _address_tag(address: str) -> str:
+    """Binds a link to one address without carrying it: a keyed digest, so a link in a log
+    cannot be matched to an address by guessing."""
+    key = current_app.config["SECRET_KEY"].encode()
+    return hmac.new(key, address.lower().encode(), hashlib.sha256).hexdigest()[:32]
+
+
+class _ClockSigner(TimestampSigner):
+    """Signs and checks a link's age on the portal's one clock (clock.now), as everything else."""
+
+    def get_timestamp(self) -> int:
+        return int(clock.now().timestamp())
+
+
+def _link_serializer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(
+        current_app.config["SECRET_KEY"], salt=EMAIL_LINK_SALT, signer=_ClockSigner
+    )
+
+
+def verification_token(participant: Participant) -> str:
+    """A signed token for the participant's current address, valid EMAIL_LINK_LIFETIME."""
+    address = email_of(participant)
+    if address is None:
+        raise _refused(_("Please enter a valid e-mail address, like name@example.org."), "email")
+    return str(_link_serializer().dumps({"p": participant.id, "a": _address_tag(address)}))
+
+
+def send_verification(participant: Participant) -> channels_module.Outcome:
+    """E-mail the link that confirms the participant's address (audited, the address never
+    written anywhere but the mail itself). Sent at once: it is no reminder, and the participant
+    waits for it."""
+    address = email_of(participant)
+    if address is None or not smtp_configured():
+        return channels_module.Outcome("failed", "no address or no SMTP server")
+    origin = current_app.config["PORTAL_ORIGIN"]
+    link = origin + url_for("reminders.confirm_email", token=verification_token(participant))
+    settings_url = origin + url_for("reminders.preferences")
+    with force_locale(person_text_locale(participant)):
+        title = _("Please confirm your e-mail address for CARE-SSc reminders")
+        body = _(
+            "Open this link to receive your CARE-SSc reminders at this address. It works for "
+            "%(hours)s hours. If you did not ask for reminders, you can ignore this e-mail.",
+            hours=int(EMAIL_LINK_LIFETIME.total_seconds() // 3600),
+        )
+        texts = {
+            "open": _("Confirm my e-mail address"),
+            "why": _("This address was entered on the CARE-SSc study portal."),
+            "change": _("Change my reminder settings"),
+        }
+    message = channels_module.Message(
+        title=title,
+        body=body,
+        url=link,
+        tag="care-ssc-email",
+        subject_line=title,
+        text=f"{title}\n\n{body}\n\n{link}\n",
+        html=current_app.jinja_env.get_template("reminders/email.html").render(
+            title=title,
+            body=body,
+            link=link,
+            settings_url=settings_url,
+            language=participant.language,
+            texts=texts,
+        ),
+        language=participant.language,
+        ttl=int(EMAIL_LINK_LIFETIME.total_seconds()),
+        reminder_id=0,
+    )
+    outcome = channels_module.EmailChannel(current_app).send(
+        message, channels_module.Target(email=address)
+    )
+    audit.record(
+        "reminder_email.verification_sent",
+        "participant",
+        participant.id,
+        after={"outcome": outcome.status},
+        stream=participant.audit_stream,
+    )
+    return outcome
+
+
+def participant_of_link(token: str) -> tuple[Participant, bool]:
+    """The participant a confirmation link is for, and whether their address is already
+    confirmed; a refusal (translated) for a link that is wrong, too old or for another address."""
+    not_valid = PortalError(
+        _("This confirmation link is not valid. Please ask for a new one on your reminders page."),
+        400,
+    )
+    try:
+        data = _link_serializer().loads(token, max_age=int(EMAIL_LINK_LIFETIME.total_seconds()))
+    except SignatureExpired:
+        raise PortalError(
+            _(
+                "This confirmation link has expired. Please ask for a new one on your reminders page."
+            ),
+            410,
+        ) from None
+    except BadSignature:
+        raise not_valid from None
+    if not isinstance(data, dict) or not isinstance(data.get("p"), int):
+        raise not_valid
+    participant = db.session.get(Participant, data["p"])
+    address = email_of(participant) if participant is not None else None
+    if participant is None or address is None or data.get("a") != _address_tag(address):
+        raise not_valid
+    if participant.status == "withdrawn":
+        raise not_valid
+    row = _preference_row(participant)
+    return participant, row is not None and row.email_verified_at is not None
+
+
+def confirm_email(participant: Participant) -> bool:
+    """Mark the participant's address as confirmed (audited) and turn e-mail on for each kind of
+    reminder they receive at all, then re-plan; False if it already was."""
+    row = _preference_row(participant)
+    if row is None or row.email_encrypted is None or row.email_verified_at is not None:
+        return False
+    row.email_verified_at = clock.now()
+    before = row.channels
+    row.channels = {
+        kind: [c for c in CHANNELS if c in chosen or (c == "email" and chosen)]
+        for kind, chosen in (row.channels or {}).items()
+    }
+    row.updated_at = row.email_verified_at
+    db.session.flush()
+    audit.record(
+        "reminder_email.verified",
+        "participant",
+        participant.id,
+        before={"email": "set", "channels": before},
+        after={"email": "verified", "channels": row.channels},
         stream=participant.audit_stream,
     )
     signals.reminder_preferences_changed.send(participant)
@@ -309,14 +464,14 @@ def subscriptions_of(participant: Participant) -> list[PushSubscription]:
 
 def usable_channels(participant: Participant, prefs: Preferences | None = None) -> set[str]:
     """The channels that can reach this participant now: push needs a phone that accepted
-    notifications, e-mail an address and an SMTP server."""
+    notifications, e-mail a confirmed address and an SMTP server."""
     prefs = prefs or preferences_of(participant)
     usable = {"inapp"}
     if db.session.scalar(
         sa.select(PushSubscription.id).where(PushSubscription.participant_id == participant.id)
     ):
         usable.add("push")
-    if prefs.has_email and smtp_configured():
+    if prefs.email_verified and smtp_configured():
         usable.add("email")
     return usable
 

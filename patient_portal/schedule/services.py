@@ -22,6 +22,7 @@ from patient_portal import audit, clock, signals
 from patient_portal.accounts.models import Participant
 from patient_portal.errors import PortalError
 from patient_portal.extensions import db
+from patient_portal.i18n import person_text_locale
 from patient_portal.protocol.services import Site, VisitDefinition, get_protocol
 from patient_portal.schedule.models import CalendarFeed, Visit
 from patient_portal.security import token_digest
@@ -599,7 +600,7 @@ def _calendar(participant: Participant, visits: list[Visit]) -> icalendar.Calend
     calendar.add("prodid", PRODID)
     calendar.add("version", "2.0")
     calendar.add("calscale", "GREGORIAN")
-    with force_locale(participant.language):
+    with force_locale(person_text_locale(participant)):
         summary = _("CARE-SSc study visit")
         to_confirm = _("CARE-SSc study visit (time to be confirmed)")
         description = _("Details are in the CARE-SSc study portal.")

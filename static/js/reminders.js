@@ -83,6 +83,15 @@
       }).then(function (data) {
         status.textContent = data.message;
         show(true);
+        // The server now has a phone to reach: the switch can be used (and is on, as saved).
+        var toggle = document.getElementById("channel-push");
+        var why = document.getElementById("channel-push-why");
+        if (toggle) {
+          toggle.disabled = false;
+          toggle.checked = true;
+          toggle.removeAttribute("aria-describedby");
+        }
+        if (why) { why.hidden = true; }
       }).catch(function (error) {
         var known = error && error.message && error.message !== "" && error.name === "Error";
         status.textContent = known ? error.message : panel.dataset.msgFailed;
@@ -106,9 +115,19 @@
     });
   }
 
+  // After a form is sent, the page comes back (Post/Redirect/Get) with the confirmation beside
+  // the button that was tapped: bring it into view, as the URL's #anchor does without script
+  // (htmx's redirect drops the anchor).
+  function showConfirmation() {
+    var notice = document.querySelector(".reminder-section .notice");
+    if (notice) { notice.scrollIntoView({ block: "center" }); }
+  }
+
   function init() {
     var panel = document.getElementById("push-panel");
     if (panel) { setUp(panel); }
+    // After htmx's own scrolling (a boosted swap ends by scrolling to the top).
+    window.setTimeout(showConfirmation, 0);
   }
 
   document.addEventListener("DOMContentLoaded", init);

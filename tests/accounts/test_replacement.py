@@ -199,6 +199,7 @@ def test_the_participant_is_emailed_when_a_replacement_link_adds_a_device(
     enrol_with_passkey(client, csrf_token, raw, SoftAuthenticator())
     with app.test_request_context("/"):
         preferences.set_email(participant, "participant@example.org")
+        preferences.confirm_email(participant)
     db.session.commit()
     raw = raw_token_of(issue(staff_client, csrf_token, participant, reason="cannot_sign_in"))
     # At night: a security notice does not wait for the end of the participant's quiet hours.

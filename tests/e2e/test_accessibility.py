@@ -20,6 +20,7 @@ from patient_portal.accounts.services import issue_enrolment_link
 from patient_portal.extensions import db
 from patient_portal.questionnaires import services as questionnaires
 from patient_portal.questionnaires.models import Assignment
+from patient_portal.reminders import preferences as reminder_preferences
 from tests.e2e.conftest import (
     assert_accessible,
     horizontal_overflow_at_320_and_200_percent,
@@ -48,6 +49,7 @@ class World:
     study_id: str
     open_id: int
     done_id: int
+    email_token: str
 
 
 def _submitted_check_in(participant) -> Assignment:
@@ -113,6 +115,8 @@ def world(make_participant, make_staff) -> Callable[[str], World]:
         token = issue_enrolment_link(newcomer, None)
         coordinator = make_staff(language=language, sites=["JGH"])
         _replaced_phone(participant, coordinator)
+        reminder_preferences.set_email(newcomer, "newcomer@example.org")
+        email_token = reminder_preferences.verification_token(newcomer)
         admin = make_staff(role="admin", language=language, sites=[])
         db.session.commit()
         return World(
@@ -123,6 +127,7 @@ def world(make_participant, make_staff) -> Callable[[str], World]:
             study_id=participant.study_id,
             open_id=open_one.id,
             done_id=done.id,
+            email_token=email_token,
         )
 
     return build
@@ -152,7 +157,15 @@ def participant_pages(w: World) -> list[str]:
 
 
 def public_pages(w: World) -> list[str]:
-    return ["/", "/sign-in", f"/enrol/{w.enrol_token}", "/signed-out", "/offline", "/contact"]
+    return [
+        "/",
+        "/sign-in",
+        f"/enrol/{w.enrol_token}",
+        "/signed-out",
+        "/offline",
+        "/contact",
+        f"/reminders/email/confirm/{w.email_token}",
+    ]
 
 
 def staff_pages(w: World) -> list[str]:
@@ -193,6 +206,7 @@ SWEPT_ROUTES = {
     "/questionnaires/<id:assignment_id>/done",
     "/settings",
     "/reminders",
+    "/reminders/email/confirm/<token>",
     "/staff/participants",
     "/staff/participants/<study_id>",
     "/staff/participants/<study_id>/schedule",

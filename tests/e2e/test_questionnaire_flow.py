@@ -36,7 +36,7 @@ WORDS = {
         "review": "Vérifiez vos réponses",
         "send": "Envoyer mes réponses",
         "done": "Merci, vos réponses ont été envoyées",
-        "offline": "Vous n’êtes pas connecté",
+        "offline": "Vous êtes hors ligne",
     },
     "en-CA": {
         "language": "en",

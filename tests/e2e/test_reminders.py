@@ -85,13 +85,13 @@ def test_saving_choices_by_taps_in_the_browser(live_server, new_phone, make_part
     participant = make_participant(day0=date.today() + timedelta(days=10), language="en")
     page = signed_in_page(new_phone, live_server, participant, "en-CA")
     page.goto(live_server + "/reminders")
-    page.locator("#channel-visit-inapp").uncheck()
+    page.locator("#kind-visit").uncheck()
     page.select_option("#quiet-start", "22")
     page.select_option("#quiet-end", "7")
     page.get_by_role("button", name="Save my choices").click()
     page.get_by_text("Your reminder choices are saved.").wait_for()
     assert page.locator("#quiet-start").input_value() == "22"
-    assert not page.locator("#channel-visit-inapp").is_checked()
+    assert not page.locator("#kind-visit").is_checked()
     # Nonsense quiet hours: refused with the reason, on the page.
     page.select_option("#quiet-start", "7")
     page.select_option("#quiet-end", "7")

@@ -37,7 +37,7 @@ WORDS = {
         "language": "fr",
         "start": "Commencer",
         "fever": "38,5 à 38,9 °C",
-        "call": "Appelez l’équipe de l’étude : +1 514-340-8222",
+        "call": "Appelez l’équipe de recherche : +1 514-340-8222",
         "subject": "CARE-SSc : un signalement urgent est en attente",
         "label": "Température de 38,0 °C ou plus",
         "outcome": "Appel passé à la personne participante",

@@ -193,7 +193,7 @@ def test_alert_confirmation_gives_the_sites_emergency_number(client, planned, si
         _post(client, token, assignment, item_id, value)
     client.post(f"/questionnaires/{assignment.id}/submit", data={"csrf_token": token})
     done = client.get(f"/questionnaires/{assignment.id}/done").get_data(as_text=True)
-    assert "Votre équipe soignante verra certaines de vos réponses." in done
+    assert "L’équipe de recherche verra certaines de vos réponses." in done
     assert "15 / 112" in done
 
 

@@ -203,7 +203,7 @@ def test_web_push_reaches_the_phone_signed_encrypted_and_neutral(
     assert payload["title"] == "Visite de l’étude CARE-SSc demain"
     assert (
         payload["body"]
-        == "mardi 1 décembre 2026, Hôpital général juif. Votre équipe de l’étude vous confirmera l’heure."
+        == "mardi 1 décembre 2026, Hôpital général juif. L’équipe de recherche vous confirmera l’heure."
     )
     assert payload["url"] == "/home"
     assert payload["lang"] == "fr"
@@ -223,8 +223,10 @@ def test_a_test_push_from_the_page(app, client, csrf_token, signed_in):
         page = client.post(
             "/reminders/test/push", data={"csrf_token": csrf_token(client, "/reminders")}
         )
-    assert page.status_code == 200
-    assert "A test notification is on its way to your phone." in page.get_data(as_text=True)
+    assert page.status_code == 303
+    assert "A test notification is on its way to your phone." in client.get(
+        page.headers["Location"]
+    ).get_data(as_text=True)
     assert [d.payload["title"] for d in service.deliveries] == ["CARE-SSc test reminder"]
 
 
@@ -304,6 +306,7 @@ def test_email_reaches_a_real_smtp_server_in_the_participants_language(
     participant = make_participant(day0=date(2026, 12, 1), language=language)
     with app.test_request_context("/"):
         preferences.set_email(participant, "participant@example.org")
+        preferences.confirm_email(participant)
     db.session.commit()
     stored = db.session.execute(sa.text("SELECT email_encrypted FROM reminder_preference")).scalar()
     assert b"participant@example.org" not in bytes(stored)
@@ -333,6 +336,7 @@ def test_smtp_down_is_retried_logged_then_failed_and_shown_to_coordinators(
     participant = make_participant(day0=date(2026, 12, 1))
     with app.test_request_context("/"):
         preferences.set_email(participant, "participant@example.org")
+        preferences.confirm_email(participant)
     db.session.commit()
     week_before = next(
         r

@@ -10,7 +10,12 @@ import sqlalchemy as sa
 
 from patient_portal.extensions import db
 from patient_portal.reminders import dispatch, planning, preferences
-from patient_portal.reminders.models import PushSubscription, ReminderAttempt, ReminderPreference
+from patient_portal.reminders.models import (
+    PushSubscription,
+    Reminder,
+    ReminderAttempt,
+    ReminderPreference,
+)
 from tests.reminders.receivers import Browser, free_port
 
 
@@ -62,7 +67,8 @@ def test_choices_are_saved_and_replanned(client, csrf_token, participant):
         "/reminders/preferences",
         data={
             "csrf_token": csrf_token(client, "/reminders"),
-            "channels-infusion": ["inapp"],
+            "channels": ["inapp"],
+            "kinds": ["infusion"],
             "quiet": "on",
             "quiet_start": "22",
             "quiet_end": "7",
@@ -82,8 +88,8 @@ def test_choices_are_saved_and_replanned(client, csrf_token, participant):
 @pytest.mark.parametrize(
     ("start", "end", "message"),
     [
-        ("8", "8", "Les heures de tranquillité doivent durer entre 1 et 14 heures."),
-        ("6", "23", "Les heures de tranquillité doivent durer entre 1 et 14 heures."),
+        ("8", "8", "Les heures sans rappel doivent durer entre 1 et 14 heures."),
+        ("6", "23", "Les heures sans rappel doivent durer entre 1 et 14 heures."),
         ("minuit", "7", "Veuillez choisir les heures dans les listes."),
         ("24", "7", "Veuillez choisir les heures dans les listes."),
     ],
@@ -94,8 +100,10 @@ def test_quiet_hours_that_make_no_sense_are_refused(
     answer = _post(
         client, csrf_token, "/reminders/preferences", quiet="on", quiet_start=start, quiet_end=end
     )
-    assert answer.status_code == 422
-    assert message in answer.get_data(as_text=True)
+    # Back to the page with the message beside the form (Post/Redirect/Get), nothing saved.
+    assert answer.status_code == 303
+    assert answer.headers["Location"] == "/reminders#choices"
+    assert message in client.get("/reminders").get_data(as_text=True)
     assert db.session.get(ReminderPreference, participant.id) is None
 
 
@@ -124,7 +132,9 @@ def test_an_email_address_is_saved_encrypted_and_removed(app, client, csrf_token
     answer = _post(client, csrf_token, "/reminders/email", email=" person@example.org ")
     assert answer.status_code == 303
     assert preferences.email_of(participant) == "person@example.org"
-    assert planning.upcoming_reminders(participant, limit=200)
+    # Nothing goes to an address before its owner confirms it.
+    assert {r.channel for r in planning.upcoming_reminders(participant, limit=200)} == {"inapp"}
+    preferences.confirm_email(participant)
     assert {r.channel for r in planning.upcoming_reminders(participant, limit=200)} == {
         "inapp",
         "email",
@@ -188,10 +198,15 @@ def test_a_subscription_is_added_once_and_removed(client, csrf_token, participan
 
 def test_an_in_app_test_reminder_shows_on_the_home_page(client, csrf_token, participant):
     answer = _post(client, csrf_token, "/reminders/test/inapp")
-    assert answer.status_code == 200
-    assert "Un message d’essai vous attend sur votre page d’accueil." in answer.get_data(
-        as_text=True
-    )
+    assert answer.status_code == 303
+    assert answer.headers["Location"] == "/reminders#test-inapp"
+    page = client.get("/reminders").get_data(as_text=True)
+    # The confirmation sits under the button that was tapped.
+    button_at = page.index('action="/reminders/test/inapp"')
+    assert page.index("Un message d’essai vous attend sur votre page d’accueil.") > button_at
+    # A reload is a GET: no second test reminder, no 405.
+    assert client.get("/reminders").status_code == 200
+    assert db.session.scalar(sa.select(sa.func.count()).where(Reminder.kind == "test")) == 1
     home = client.get("/home").get_data(as_text=True)
     assert "Rappel d’essai CARE-SSc" in home
     assert "Les rappels du portail de l’étude CARE-SSc vous parviendront ici." in home
@@ -201,8 +216,10 @@ def test_a_test_on_a_channel_that_cannot_reach_the_participant_says_why(
     client, csrf_token, participant
 ):
     answer = _post(client, csrf_token, "/reminders/test/push")
-    assert answer.status_code == 422
-    assert "Activez d’abord les notifications sur ce téléphone." in answer.get_data(as_text=True)
+    assert answer.status_code == 303
+    assert "Activez d’abord les notifications sur ce téléphone." in client.get(
+        "/reminders"
+    ).get_data(as_text=True)
     assert (
         client.post("/reminders/test/fax", data={"csrf_token": csrf_token(client)}).status_code
         == 404
@@ -214,11 +231,13 @@ def test_a_test_email_with_the_smtp_server_down_says_so_and_is_logged(
 ):
     app.config.update(PORTAL_SMTP_HOST="127.0.0.1", PORTAL_SMTP_PORT=free_port())
     _post(client, csrf_token, "/reminders/email", email="person@example.org")
+    preferences.confirm_email(participant)
+    db.session.commit()
     answer = _post(client, csrf_token, "/reminders/test/email")
-    assert answer.status_code == 503
-    assert "Le rappel d’essai n’a pas pu être envoyé pour le moment." in answer.get_data(
-        as_text=True
-    )
+    assert answer.status_code == 303
+    assert "Le rappel d’essai n’a pas pu être envoyé pour le moment." in client.get(
+        "/reminders"
+    ).get_data(as_text=True)
     attempt = db.session.scalars(sa.select(ReminderAttempt)).one()
     assert attempt.outcome == "retry"
     assert attempt.detail.startswith("SMTP server unreachable")

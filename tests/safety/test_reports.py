@@ -71,7 +71,7 @@ def test_an_urgent_answer_shows_whom_to_call_at_once_and_later_that_the_team_saw
     ).one()
     token = csrf_token(client, f"/questionnaires/{report.id}/items/what")
     page = _answer(client, token, report, "what", ["headache"]).get_data(as_text=True)
-    assert "Appelez l’équipe de l’étude" not in page  # routine: no call-now box
+    assert "Appelez l’équipe de recherche" not in page  # routine: no call-now box
     page = _answer(client, token, report, "what", ["headache", "fever"]).get_data(as_text=True)
     assert 'role="alert"' in page and "+1 514-340-8222" in page and "911" in page
     # Without JavaScript the next question carries the same box.

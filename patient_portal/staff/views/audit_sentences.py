@@ -615,7 +615,7 @@ def _reason(reason: str | None) -> str | None:
         "malformed credential": _("the phone sent an unreadable passkey"),
         "unknown credential": _("the passkey is not known to the portal"),
         "account not active": _("the account is not active"),
-        "ended by staff": _("ended by the research team"),
+        "ended by staff": _("ended by the study team"),
         "account deactivated": _("account deactivated"),
         "participant withdrawn": _("participant withdrawn"),
         "new enrolment link": _("a new enrolment link was issued"),
