@@ -85,7 +85,7 @@ def test_home_looks_for_in_app_reminders_while_one_may_show(
     participant = make_participant(day0=date.today() - timedelta(weeks=3))
     sign_in(client, participant)
     token = csrf_token(client, "/reminders")
-    assert client.post("/reminders/test/inapp", data={"csrf_token": token}).status_code == 200
+    assert client.post("/reminders/test/inapp", data={"csrf_token": token}).status_code == 303
     home = client.get("/home").get_data(as_text=True)
     assert "Rappel d’essai CARE-SSc" in home
     # While a notice may show: the in-app reminders, a new device's notice, and the reports

@@ -509,6 +509,14 @@ SENTENCES: dict[str, Callable[[_Facts], str]] = {
         _l("%(participant)s checked that reminders reach them."),
     ),
     "reminder_email.changed": _reminder_email,
+    "reminder_email.verification_sent": _participant_sentence(
+        _l("%(actor)s sent %(participant)s a link to confirm their reminder e-mail address."),
+        _l("%(participant)s asked for a link to confirm their reminder e-mail address."),
+    ),
+    "reminder_email.verified": _participant_sentence(
+        _l("%(actor)s confirmed the reminder e-mail address of %(participant)s."),
+        _l("%(participant)s confirmed their reminder e-mail address."),
+    ),
     "reminder_preferences.changed": _participant_sentence(
         _l("%(actor)s changed the reminder settings of %(participant)s."),
         _l("%(participant)s changed their reminder settings."),
