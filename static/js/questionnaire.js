@@ -1,5 +1,10 @@
 // Questionnaire pages: the answer queue (autosave that retries by itself), tap-on-line for
-// 0–100 scales, and the offline banner. CSP-safe (no inline script).
+// 0–100 scales, and the status bar. CSP-safe (no inline script).
+//
+// A tap shows its answer as chosen at once and the status bar says "Saving…"; when the server
+// has it, the bar says "Saved", and after a one-tap answer (one choice, 0–10, yes/no) the
+// server sends the next question, which takes this one's place (and its address in the
+// history, so that the browser's Back button comes back to it with its answer).
 //
 // Every tap on an answer goes into a queue, sent in order, one at a time. A save that fails
 // (no network, or the server answers 5xx, 408 or 429) is sent again after 1, 2, 4, 8… seconds,
@@ -47,6 +52,25 @@
   }
 
   // --- What the participant sees --------------------------------------------------------------
+
+  // The status bar's line on the last answer: "saving", "saved" or "failed".
+  function saveState(state) {
+    var bar = document.querySelector(".q-statusbar");
+    var status = document.getElementById("save-status");
+    if (!bar || !status) { return; }
+    var line = document.createElement("p");
+    if (state === "saving") {
+      line.className = "q-saving";
+      line.textContent = bar.dataset.saving;
+    } else if (state === "failed") {
+      line.className = "q-not-saved";
+      line.textContent = bar.dataset.notSaved;
+    } else {
+      line.className = "q-saved";
+      line.textContent = "✓ " + bar.dataset.saved;
+    }
+    status.replaceChildren(line);
+  }
 
   function showStatus() {
     var status = document.getElementById("answer-status");
@@ -154,6 +178,7 @@
     // recalled, and this one follows it.
     queue = queue.filter(function (entry) { return entry === sending || entry.url !== url; });
     queue.push({url: url, body: body});
+    saveState("saving");
     if (timer) {
       clearTimeout(timer);
       timer = null;
@@ -164,6 +189,7 @@
   function retryLater() {
     failing = true;
     delay = delay ? Math.min(delay * 2, MAX_DELAY) : FIRST_DELAY;
+    saveState("failed");
     showStatus();
     if (!navigator.onLine) { banner(true); }
     timer = setTimeout(function () {
@@ -218,8 +244,33 @@
       window.location.href = redirect;
       return;
     }
-    if (response.status === 204 || pendingFor(entry.url) || !onScreen(entry.url)) { return; }
+    if (pendingFor(entry.url) || !onScreen(entry.url)) {
+      // Not shown (tapped again, or the participant has moved on): the bar still tells.
+      if (!queue.length && response.ok) { saveState("saved"); }
+      return;
+    }
+    if (response.status === 204) {
+      saveState("saved");
+      return;
+    }
+    var next = response.headers.get("HX-Push-Url");
+    if (next && queue.length) {
+      // An answer to another question is still on its way: stay until it is saved.
+      saveState("saving");
+      return;
+    }
     window.htmx.swap(question(), html, {swapStyle: "outerHTML"});
+    if (next) { moved(next); }
+  }
+
+  // The next question has taken this one's place: its address in the history (htmx reloads it
+  // from the server on Back, it keeps no copy), read from its top, its text focused for
+  // screen readers.
+  function moved(url) {
+    window.history.pushState({htmx: true}, "", url);
+    window.scrollTo(0, 0);
+    var heading = document.getElementById("question-text");
+    if (heading) { heading.focus({preventScroll: true}); }
   }
 
   // Answer forms are sent by the queue, not by htmx (their hx-post stays for the markup, and
