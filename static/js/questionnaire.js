@@ -9,8 +9,8 @@
 // Every tap on an answer goes into a queue, sent in order, one at a time. A save that fails
 // (no network, or the server answers 5xx, 408 or 429) is sent again after 1, 2, 4, 8… seconds,
 // at most 30, without waiting for the browser to say it is back online; the question and its
-// buttons stay on screen, the tapped answer stays shown as chosen, and the status area under
-// the buttons (#answer-status) says the answer is not saved yet. A later tap on the same question replaces an unsent earlier one.
+// buttons stay on screen, the tapped answer stays shown as chosen, and the status bar
+// (#answer-status) says the answer is not saved yet. A later tap on the same question replaces an unsent earlier one.
 // The queue lives in this page's memory only: never in any kind of browser storage, so no
 // health data stays on a shared phone.
 (function () {
@@ -63,8 +63,9 @@
       line.className = "q-saving";
       line.textContent = bar.dataset.saving;
     } else if (state === "failed") {
-      line.className = "q-not-saved";
-      line.textContent = bar.dataset.notSaved;
+      // #answer-status says it, with what happens next.
+      status.replaceChildren();
+      return;
     } else {
       line.className = "q-saved";
       line.textContent = "✓ " + bar.dataset.saved;
@@ -267,6 +268,11 @@
   // from the server on Back, it keeps no copy), read from its top, its text focused for
   // screen readers.
   function moved(url) {
+    // The entry being left (often the page as first loaded) is marked as htmx's too, so that
+    // Back to it is reloaded from the server rather than left showing the later question.
+    if (!window.history.state || !window.history.state.htmx) {
+      window.history.replaceState({htmx: true}, "", window.location.href);
+    }
     window.history.pushState({htmx: true}, "", url);
     window.scrollTo(0, 0);
     var heading = document.getElementById("question-text");

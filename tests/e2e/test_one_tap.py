@@ -275,7 +275,8 @@ def test_nothing_moves_when_the_connection_drops(live_server, new_phone, make_pa
         "aria-pressed", "true"
     )
     # The participant sees that the last answer is not safe yet.
-    expect(page.locator("#save-status")).to_contain_text(words["not_saved"])
+    expect(page.locator(".q-statusbar")).to_contain_text(words["not_saved"])
+    expect(page.locator(".q-statusbar")).to_be_in_viewport()
     assert _page_box(page, "#question .q-scale") == answers
     assert _page_box(page, "#question-text") == heading
     # The bar is over the bottom of the screen, not in the page's flow.
@@ -288,6 +289,30 @@ def test_nothing_moves_when_the_connection_drops(live_server, new_phone, make_pa
     expect(page).to_have_url(f"{live_server}/questionnaires/{assignment.id}/items/fatigue")
     expect(page.locator("#save-status")).to_contain_text(words["saved"])
     expect(page.locator("#offline-banner")).to_be_hidden()
+
+
+BROKEN_WORDS = """(selector) => {
+    const broken = [];
+    for (const root of document.querySelectorAll(selector)) {
+        const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+        while (walker.nextNode()) {
+            const node = walker.currentNode;
+            const parent = node.parentElement;
+            if (!parent || !parent.checkVisibility() || parent.closest('.visually-hidden')) {
+                continue;
+            }
+            for (const match of node.textContent.matchAll(/\\S+/g)) {
+                const range = document.createRange();
+                range.setStart(node, match.index);
+                range.setEnd(node, match.index + match[0].length);
+                const lines = new Set(Array.from(range.getClientRects())
+                    .filter((r) => r.width > 0).map((r) => Math.round(r.top)));
+                if (lines.size > 1) { broken.push(match[0]); }
+            }
+        }
+    }
+    return broken;
+}"""
 
 
 SIZES = [(390, 844, "100%"), (320, 640, "100%"), (320, 640, "200%")]
@@ -327,32 +352,13 @@ def test_every_0_to_10_scale_keeps_one_ordered_layout(
             # The anchors' words are at both ends.
             assert page.locator("#question .q-scale .answer-caption").first.inner_text()
             assert page.locator("#question .q-scale .answer-caption").last.inner_text()
+            assert page.evaluate(BROKEN_WORDS, "#question .q-scale") == [], (width, text)
             assert_no_horizontal_scroll(page)
+            page.locator("#question .q-scale button").last.scroll_into_view_if_needed()
             _shot(page, f"scale-{url.rsplit('/', 1)[1]}-{locale}-{width}-{text[:-1]}")
 
 
-BROKEN_WORDS = """(selector) => {
-    const broken = [];
-    for (const root of document.querySelectorAll(selector)) {
-        const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
-        while (walker.nextNode()) {
-            const node = walker.currentNode;
-            const parent = node.parentElement;
-            if (!parent || !parent.checkVisibility() || parent.closest('.visually-hidden')) {
-                continue;
-            }
-            for (const match of node.textContent.matchAll(/\\S+/g)) {
-                const range = document.createRange();
-                range.setStart(node, match.index);
-                range.setEnd(node, match.index + match[0].length);
-                const lines = new Set(Array.from(range.getClientRects())
-                    .filter((r) => r.width > 0).map((r) => Math.round(r.top)));
-                if (lines.size > 1) { broken.push(match[0]); }
-            }
-        }
-    }
-    return broken;
-}"""
+
 
 
 @pytest.mark.parametrize("locale", ["fr-CA", "en-CA"])
