@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from datetime import date, timedelta
+from itertools import pairwise
 
 import pytest
 import sqlalchemy as sa
@@ -280,9 +281,9 @@ def test_nothing_moves_when_the_connection_drops(live_server, new_phone, make_pa
     assert _page_box(page, "#question .q-scale") == answers
     assert _page_box(page, "#question-text") == heading
     # The bar is over the bottom of the screen, not in the page's flow.
-    assert page.evaluate(
-        "getComputedStyle(document.querySelector('.q-statusbar')).position"
-    ) == ("fixed")
+    assert page.evaluate("getComputedStyle(document.querySelector('.q-statusbar')).position") == (
+        "fixed"
+    )
     _shot(page, f"offline-{locale}")
 
     page.context.set_offline(False)
@@ -347,7 +348,7 @@ def test_every_0_to_10_scale_keeps_one_ordered_layout(
             assert [row[0] for row in rows] == list(range(11)), (width, text)
             assert len({round(row[1]) for row in rows}) == 1, (width, text, rows)
             assert len({round(row[3]) for row in rows}) == 1, (width, text, rows)
-            for above, below in zip(rows, rows[1:], strict=False):
+            for above, below in pairwise(rows):
                 assert below[2] >= above[2] + above[4], (width, text, above, below)
             # The anchors' words are at both ends.
             assert page.locator("#question .q-scale .answer-caption").first.inner_text()
@@ -356,9 +357,6 @@ def test_every_0_to_10_scale_keeps_one_ordered_layout(
             assert_no_horizontal_scroll(page)
             page.locator("#question .q-scale button").last.scroll_into_view_if_needed()
             _shot(page, f"scale-{url.rsplit('/', 1)[1]}-{locale}-{width}-{text[:-1]}")
-
-
-
 
 
 @pytest.mark.parametrize("locale", ["fr-CA", "en-CA"])
@@ -377,7 +375,9 @@ def test_the_menu_fits_a_small_screen_with_large_text(
     assert page.evaluate(BROKEN_WORDS, ".site-header") == []
 
     page.get_by_text(words["menu"], exact=True).tap()
-    menu = page.get_by_role("navigation", name="Menu principal" if locale == "fr-CA" else "Main menu")
+    menu = page.get_by_role(
+        "navigation", name="Menu principal" if locale == "fr-CA" else "Main menu"
+    )
     expect(menu).to_be_visible()
     assert menu.get_by_role("link").count() >= 4
     _shot(page, f"menu-open-{locale}-320-200")
@@ -415,7 +415,9 @@ def test_inside_a_questionnaire_one_exit_replaces_the_menu(
     _shot(page, f"item-{locale}-320-200")
 
     # Back keeps the answer; the exit keeps everything and leads to the questionnaires.
-    page.get_by_role("link", name="Question précédente" if locale == "fr-CA" else "Previous question").tap()
+    page.get_by_role(
+        "link", name="Question précédente" if locale == "fr-CA" else "Previous question"
+    ).tap()
     expect(page).to_have_url(f"{live_server}/questionnaires/{assignment.id}/items/raynaud")
     expect(page.get_by_role("button", name="3", exact=True)).to_have_attribute(
         "aria-pressed", "true"

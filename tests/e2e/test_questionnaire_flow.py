@@ -93,9 +93,7 @@ def test_weekly_check_in_by_taps_only(live_server, new_phone, make_participant, 
         # One tap is the answer: it is saved, and the next question comes by itself.
         page.get_by_role("button", name=str(number % 7 + 1), exact=True).tap()
         following = RATINGS[number + 1] if number + 1 < len(RATINGS) else "anything_new"
-        expect(page).to_have_url(
-            f"{live_server}/questionnaires/{assignment.id}/items/{following}"
-        )
+        expect(page).to_have_url(f"{live_server}/questionnaires/{assignment.id}/items/{following}")
         expect(page.locator("#save-status")).to_contain_text(words["saved"])
 
     page.get_by_role("button", name=words["no"], exact=True).tap()
