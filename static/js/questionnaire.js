@@ -25,6 +25,7 @@
   var failing = false;  // the last attempt failed: the status area says so
   var delay = 0;
   var timer = null;
+  var leaving = false;  // a link to another page was followed: the question is not redrawn
 
   function banner(show) {
     var element = document.getElementById("offline-banner");
@@ -245,7 +246,7 @@
       window.location.href = redirect;
       return;
     }
-    if (pendingFor(entry.url) || !onScreen(entry.url)) {
+    if (leaving || pendingFor(entry.url) || !onScreen(entry.url)) {
       // Not shown (tapped again, or the participant has moved on): the bar still tells.
       if (!queue.length && response.ok) { saveState("saved"); }
       return;
@@ -286,6 +287,19 @@
     if (!form || form.tagName !== "FORM" || !form.closest("#question")) { return; }
     event.preventDefault();
     enqueue(form);
+  });
+
+  // A save that comes back while the next page is on its way must not redraw the question
+  // under it: htmx would then swap that page in without its address.
+  function boosted(event) {
+    return Boolean(event.detail && (event.detail.boosted
+      || (event.detail.requestConfig && event.detail.requestConfig.boosted)));
+  }
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    if (boosted(event)) { leaving = true; }
+  });
+  document.addEventListener("htmx:afterRequest", function (event) {
+    if (boosted(event)) { leaving = false; }
   });
 
   window.addEventListener("beforeunload", function (event) {
