@@ -17,7 +17,7 @@ from patient_portal.extensions import db
 from patient_portal.questionnaires.models import Answer, Assignment, Submission
 from patient_portal.questionnaires.services import plan_assignments
 from patient_portal.schedule.services import plan_visits
-from tests.e2e.conftest import assert_accessible, assert_no_horizontal_scroll
+from tests.e2e.conftest import PHONE, assert_accessible, assert_no_horizontal_scroll
 from tests.factories import open_session_for
 
 WORDS = {
@@ -426,3 +426,40 @@ def test_inside_a_questionnaire_one_exit_replaces_the_menu(
     expect(page).to_have_url(f"{live_server}/questionnaires")
     db.session.expire_all()
     assert db.session.scalars(sa.select(Answer)).one().value == 3
+
+
+def test_without_javascript_one_tap_still_answers_and_moves_on(
+    live_server, browser, make_participant
+):
+    participant = make_participant(language="en", day0=date.today() - timedelta(days=90))
+    plan_visits(participant)
+    plan_assignments(participant)
+    db.session.commit()
+    weekly = _open_assignment("weekly_checkin")
+    context = browser.new_context(
+        viewport=PHONE, is_mobile=True, has_touch=True, java_script_enabled=False
+    )
+    try:
+        context.add_cookies(
+            [{"name": "portal_session", "value": open_session_for(participant), "url": live_server}]
+        )
+        page = context.new_page()
+        page.goto(f"{live_server}/questionnaires/{weekly.id}/items/raynaud")
+        # A plain form: the tap posts, the server saves and sends the next question.
+        page.get_by_role("button", name="4", exact=True).tap()
+        expect(page).to_have_url(
+            f"{live_server}/questionnaires/{weekly.id}/items/finger_ulcers?saved=1"
+        )
+        expect(page.locator("#save-status")).to_contain_text("Saved")
+        page.get_by_role("link", name="Previous question").tap()
+        expect(page.get_by_role("button", name="4", exact=True)).to_have_attribute(
+            "aria-pressed", "true"
+        )
+        # The menu opens without JavaScript too.
+        page.goto(f"{live_server}/home")
+        page.get_by_text("Menu", exact=True).tap()
+        expect(page.get_by_role("navigation", name="Main menu")).to_be_visible()
+    finally:
+        context.close()
+    db.session.expire_all()
+    assert db.session.scalars(sa.select(Answer)).one().value == 4
