@@ -13,6 +13,7 @@ from patient_portal.protocol.services import (
     ProtocolError,
     load_protocol,
     parse_protocol,
+    placeholder_lines,
 )
 
 RAW = json.loads(DEFAULT_PROTOCOL_FILE.read_text())
@@ -91,6 +92,22 @@ def _broken(change) -> dict:
             lambda r: r["sites"][1]["working_hours"].update(days=[0, 1]),
             "sites[1].working_hours.days: must list ISO weekdays",
         ),
+        (
+            lambda r: r["sites"][0]["study_team"].update(placeholder="yes"),
+            "sites[0].study_team.placeholder: must be true or false",
+        ),
+        (
+            lambda r: r["sites"][2]["study_team"]["after_hours"].pop("fr"),
+            "sites[2].study_team.after_hours.fr: is missing",
+        ),
+        (
+            lambda r: r["visit_kinds"].update(party=r["visit_kinds"]["safety"]),
+            "visit_kinds.party: is not one of",
+        ),
+        (
+            lambda r: r["visit_kinds"]["infusion"].pop("bring"),
+            "visit_kinds.infusion.bring: is missing",
+        ),
     ],
 )
 def test_a_bad_protocol_names_file_field_and_problem(change, message):
@@ -106,3 +123,29 @@ def test_a_bad_protocol_file_stops_start_up(tmp_path, capsys):
     with pytest.raises(SystemExit):
         create_app({"PORTAL_PROTOCOL_FILE": str(bad)})
     assert "protocol.json: sites[0].country: 'US' is not one of CA, FR" in capsys.readouterr().err
+
+
+def test_shipped_study_team_lines_are_marked_as_placeholders():
+    """The shipped lines are fictional numbers (555-01xx, 01 99 00): a deployment must replace
+    them, and pages and start-up say so meanwhile."""
+    protocol = parse_protocol(copy.deepcopy(RAW), "care_ssc.json")
+    assert placeholder_lines(protocol) == ["JGH", "CHUM", "SLS"]
+    assert protocol.sites["JGH"].team_phone == "+1 514-555-0100"
+    assert protocol.sites["SLS"].team_phone == "+33 1 99 00 12 34"
+    assert set(protocol.visit_kinds) == {
+        "screening",
+        "infusion",
+        "safety",
+        "follow_up",
+        "end_of_study",
+    }
+    real = _broken(lambda r: [site["study_team"].pop("placeholder") for site in r["sites"]])
+    assert placeholder_lines(parse_protocol(real, "care_ssc.json")) == []
+    # A site without a study-team entry falls back on its switchboard.
+    bare = _broken(lambda r: r["sites"][0].pop("study_team"))
+    assert parse_protocol(bare, "care_ssc.json").sites["JGH"].team_phone == "+1 514-340-8222"
+
+
+def test_start_up_warns_of_placeholder_lines(make_app, settings, caplog):
+    make_app(settings)
+    assert "the study-team line of JGH, CHUM, SLS is a placeholder" in caplog.text

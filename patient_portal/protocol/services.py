@@ -38,6 +38,28 @@ class WorkingHours:
 
 
 @dataclass(frozen=True)
+class StudyTeam:
+    """A site's study-team direct line and what to do outside its working hours.
+
+    `placeholder` marks a number that is an example in the shipped protocol file: the pages
+    and the start-up check say so until the trial writes its real line there.
+    """
+
+    phone: str
+    after_hours: dict[str, str]
+    placeholder: bool = False
+
+
+@dataclass(frozen=True)
+class VisitKindDescription:
+    """What a participant is told about a kind of visit: what happens, how long, what to bring."""
+
+    what: dict[str, str]
+    duration: dict[str, str]
+    bring: dict[str, str]
+
+
+@dataclass(frozen=True)
 class Site:
     code: str
     study_id_prefix: str
@@ -50,6 +72,12 @@ class Site:
     phone: str
     emergency_number: str
     working_hours: WorkingHours = field(default_factory=WorkingHours)
+    study_team: StudyTeam | None = None
+
+    @property
+    def team_phone(self) -> str:
+        """The number a participant calls: the study team's line, else the switchboard."""
+        return self.study_team.phone if self.study_team else self.phone
 
     @property
     def zone(self) -> ZoneInfo:
@@ -144,6 +172,7 @@ class Protocol:
     alert_targets: dict[str, AlertTarget] = field(
         default_factory=lambda: dict(DEFAULT_ALERT_TARGETS)
     )
+    visit_kinds: dict[str, VisitKindDescription] = field(default_factory=dict)
 
     def site(self, code: str) -> Site:
         return self.sites[code]
@@ -224,7 +253,37 @@ def _read_site(r: _Reader, raw: object, where: str) -> Site:
         phone=r.text(raw, "phone", where),
         emergency_number=r.text(raw, "emergency_number", where),
         working_hours=_read_working_hours(r, raw, where),
+        study_team=_read_study_team(r, raw, where),
     )
+
+
+def _read_study_team(r: _Reader, raw: object, where: str) -> StudyTeam | None:
+    if not isinstance(raw, dict) or "study_team" not in raw:
+        return None
+    team = r.field(raw, "study_team", dict, where)
+    where = f"{where}.study_team"
+    placeholder = team.get("placeholder", False)
+    if not isinstance(placeholder, bool):
+        raise r.fail(f"{where}.placeholder", "must be true or false")
+    return StudyTeam(
+        phone=r.text(team, "phone", where),
+        after_hours=r.translated(team, "after_hours", where),
+        placeholder=placeholder,
+    )
+
+
+def _read_visit_kinds(r: _Reader, raw: object) -> dict[str, VisitKindDescription]:
+    kinds = {}
+    for kind, text in r.field(raw, "visit_kinds", dict, "").items():
+        where = f"visit_kinds.{kind}"
+        if kind not in VISIT_KINDS:
+            raise r.fail(where, f"is not one of {', '.join(VISIT_KINDS)}")
+        kinds[kind] = VisitKindDescription(
+            what=r.translated(text, "what", where),
+            duration=r.translated(text, "duration", where),
+            bring=r.translated(text, "bring", where),
+        )
+    return kinds
 
 
 def _read_working_hours(r: _Reader, raw: object, where: str) -> WorkingHours:
@@ -396,6 +455,7 @@ def parse_protocol(raw: object, filename: str) -> Protocol:
         alert_targets=_read_alert_targets(r, raw)
         if "alert_targets" in raw
         else dict(DEFAULT_ALERT_TARGETS),
+        visit_kinds=_read_visit_kinds(r, raw) if "visit_kinds" in raw else {},
     )
 
 
@@ -417,6 +477,25 @@ def get_protocol() -> Protocol:
     return current_app.extensions["protocol"]
 
 
+def placeholder_lines(protocol: Protocol) -> list[str]:
+    """The sites whose study-team line is still the shipped example, not a real number."""
+    return [
+        code
+        for code, site in protocol.sites.items()
+        if site.study_team and site.study_team.placeholder
+    ]
+
+
 def init_app(app: Flask) -> None:
     path = Path(app.config["PORTAL_PROTOCOL_FILE"] or DEFAULT_PROTOCOL_FILE)
-    app.extensions["protocol"] = load_protocol(path)
+    protocol = load_protocol(path)
+    app.extensions["protocol"] = protocol
+    placeholders = placeholder_lines(protocol)
+    if placeholders:
+        # Participants are told to call this line: a deployment must not ship the example.
+        app.logger.warning(
+            "%s: the study-team line of %s is a placeholder; write the real number in the"
+            " protocol file",
+            path.name,
+            ", ".join(placeholders),
+        )

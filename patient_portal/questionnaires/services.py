@@ -372,11 +372,12 @@ _LOCKED = "locked_assignments"
 
 def locked_assignment(assignment_id: int) -> Assignment | None:
     """The assignment read afresh and locked on PostgreSQL (FOR UPDATE of its row only), with
-    its submission, so answers and submit queue per assignment."""
+    its submission and answers in the same statement, so answers and submit queue per
+    assignment."""
     assignment = db.session.get(
         Assignment,
         assignment_id,
-        options=[joinedload(Assignment.submission)],
+        options=[joinedload(Assignment.submission), joinedload(Assignment.answers)],
         with_for_update={"of": Assignment},
         populate_existing=True,
     )

@@ -370,12 +370,16 @@ def _is_upcoming(visit: Visit, zone: ZoneInfo, today: date) -> bool:
     return visit.window_end >= today
 
 
-def timeline(participant: Participant, now: datetime) -> list[TimelineEntry]:
-    """Every visit in protocol order, each with its state for the participant."""
+def timeline(
+    participant: Participant, now: datetime, visits: list[Visit] | None = None
+) -> list[TimelineEntry]:
+    """Every visit in protocol order, each with its state for the participant; `visits` when
+    the caller has loaded them already."""
     zone = site_of(participant).zone
     today = local_today(zone, now)
     protocol = get_protocol()
-    visits = visits_of(participant)
+    if visits is None:
+        visits = visits_of(participant)
     next_one = next_visit(participant, now, visits)
     entries = []
     for visit in visits:
@@ -426,6 +430,104 @@ def next_visit(
 def visit_by_code(participant: Participant, code: str) -> Visit | None:
     return db.session.scalar(
         sa.select(Visit).where(Visit.participant_id == participant.id, Visit.code == code)
+    )
+
+
+# --- What next: the home page's answer ------------------------------------------------------
+
+# How long the "after my infusion" page stays pinned to home: the days of the daily diary.
+AFTER_INFUSION_DAYS = 7
+
+
+@dataclass(frozen=True)
+class Upcoming:
+    """A visit ahead and how to say when it is.
+
+    `moment`: today | tomorrow (its day is known and is that day), on_day (a known day later),
+    to_book (its window is open and no date is booked: the team will call), window (its window
+    opens later and no date is booked). A window is never turned into a guessed day.
+    """
+
+    entry: TimelineEntry
+    moment: str
+    day: date | None
+    days_until: int | None
+
+    @property
+    def visit(self) -> Visit:
+        return self.entry.visit
+
+
+@dataclass(frozen=True)
+class WhatNext:
+    """What the participant's home page answers: the next visit, the next infusion when it is
+    another visit, the infusion whose after-care page is pinned, or that the year is over."""
+
+    next_visit: Upcoming | None
+    next_infusion: Upcoming | None
+    infused_on: date | None
+    finished: bool
+    has_visits: bool
+
+
+def known_day(visit: Visit, zone: ZoneInfo) -> date | None:
+    """The visit's day when it is known: its appointment's, the day it was marked done without
+    one, or a protocol day with no window (day 0); None while only a window is known."""
+    if visit.scheduled_at is not None:
+        return visit.scheduled_at.astimezone(zone).date()
+    if visit.status == "completed" or visit.window_start == visit.window_end:
+        return visit.target_date
+    return None
+
+
+def _upcoming(entry: TimelineEntry, zone: ZoneInfo, today: date) -> Upcoming:
+    visit = entry.visit
+    day = known_day(visit, zone)
+    if day is not None:
+        days = (day - today).days
+        moment = {0: "today", 1: "tomorrow"}.get(days, "on_day")
+        return Upcoming(entry=entry, moment=moment, day=day, days_until=days)
+    moment = "to_book" if visit.window_start <= today else "window"
+    return Upcoming(entry=entry, moment=moment, day=None, days_until=None)
+
+
+def last_infusion_day(
+    participant: Participant, now: datetime, visits: list[Visit] | None = None
+) -> date | None:
+    """The day of an infusion given in the last AFTER_INFUSION_DAYS days (today included).
+
+    Only the infusion visits' days count, never what was given: the page it pins is the same
+    for every participant.
+    """
+    zone = site_of(participant).zone
+    today = local_today(zone, now)
+    days = [
+        day
+        for visit in (visits_of(participant) if visits is None else visits)
+        if visit.kind == "infusion" and visit.status in ("planned", "completed")
+        for day in [known_day(visit, zone)]
+        if day is not None and 0 <= (today - day).days <= AFTER_INFUSION_DAYS
+    ]
+    return max(days, default=None)
+
+
+def what_next(participant: Participant, now: datetime) -> WhatNext:
+    """The next visit, the next infusion and the pinned after-infusion care, for home."""
+    zone = site_of(participant).zone
+    today = local_today(zone, now)
+    visits = visits_of(participant)
+    entries = timeline(participant, now, visits)
+    ahead = [e for e in entries if e.state in ("next", "later")]
+    first = next((e for e in entries if e.state == "next"), None)
+    infusion = next((e for e in ahead if e.is_infusion), None)
+    return WhatNext(
+        next_visit=_upcoming(first, zone, today) if first else None,
+        next_infusion=_upcoming(infusion, zone, today)
+        if infusion is not None and infusion is not first
+        else None,
+        infused_on=last_infusion_day(participant, now, visits),
+        finished=bool(entries) and not ahead,
+        has_visits=bool(entries),
     )
 
 
@@ -535,9 +637,16 @@ def _calendar(participant: Participant, visits: list[Visit]) -> icalendar.Calend
             event.add("summary", to_confirm)
             event.add("dtstart", visit.target_date)
             event.add("dtend", visit.target_date + timedelta(days=1))
-        event.add("status", "CANCELLED" if visit.status == "cancelled" else "CONFIRMED")
+        event.add("status", _event_status(visit))
         calendar.add_component(event)
     return calendar
+
+
+def _event_status(visit: Visit) -> str:
+    """CANCELLED, CONFIRMED once an appointment is booked, TENTATIVE while only a window is."""
+    if visit.status == "cancelled":
+        return "CANCELLED"
+    return "CONFIRMED" if visit.scheduled_at is not None else "TENTATIVE"
 
 
 def visit_ics(visit: Visit) -> bytes:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 
+from babel import dates as babel_dates
 from flask import (
     Blueprint,
     Response,
@@ -31,7 +32,14 @@ from patient_portal.accounts.auth import participant_of_visible_site, require
 from patient_portal.accounts.models import Participant
 from patient_portal.errors import PortalError, handle_portal_error, rolled_back
 from patient_portal.extensions import db, limiter
-from patient_portal.i18n import current_language, format_date, format_relative_days, format_time
+from patient_portal.i18n import (
+    babel_locale,
+    current_language,
+    format_date,
+    format_relative_days,
+    format_time,
+    viewer_locale_and_zone,
+)
 from patient_portal.origin import public_url
 from patient_portal.protocol.services import Site, get_protocol
 from patient_portal.schedule import services
@@ -80,6 +88,26 @@ def staff_status_label(status: str) -> str:
     }[status]
 
 
+def format_skeleton(skeleton: str, value: date, locale: str) -> str:
+    """A date in a CLDR skeleton (“MMMMd” → “August 12” / « 12 août »)."""
+    return babel_dates.format_skeleton(skeleton, value, locale=babel_locale(locale))
+
+
+def working_hours_text(site: Site, locale: str) -> str:
+    """The site's working days and hours in words: “Monday to Friday, 8:30 AM to 4:30 PM”."""
+    hours = site.working_hours
+    names = babel_dates.get_day_names("wide", locale=babel_locale(locale))
+    # Babel numbers weekdays from 0 = Monday; the protocol from 1 = Monday (ISO).
+    days = [names[day - 1] for day in hours.days]
+    if len(days) > 2 and list(hours.days) == list(range(hours.days[0], hours.days[-1] + 1)):
+        span = _("%(first)s to %(last)s", first=days[0], last=days[-1])
+    else:
+        span = ", ".join(days)
+    start = babel_dates.format_time(hours.start, format="short", locale=babel_locale(locale))
+    end = babel_dates.format_time(hours.end, format="short", locale=babel_locale(locale))
+    return _("%(days)s, %(start)s to %(end)s", days=span, start=start, end=end)
+
+
 @dataclass(frozen=True)
 class Formatter:
     """Dates and times of one site, in one language's formatting locale."""
@@ -121,9 +149,27 @@ class Formatter:
         )
 
     def when(self, visit: Visit) -> str:
-        return self.appointment(visit) or _(
-            "Date to be confirmed, around %(date)s", date=self.date(visit.target_date)
+        """The appointment, else the protocol's day when it has no window, else the window:
+        never a day guessed inside a window."""
+        booked = self.appointment(visit)
+        if booked:
+            return booked
+        if visit.window_start == visit.window_end:
+            return _("On %(date)s", date=self.date(visit.window_start))
+        return self.between(visit.window_start, visit.window_end)
+
+    def between(self, start: datetime_module.date, end: datetime_module.date) -> str:
+        """“Between August 12 and August 26, 2027”: the year once, unless the window spans two."""
+        first = "MMMMd" if start.year == end.year else "yMMMMd"
+        return _(
+            "Between %(start)s and %(end)s",
+            start=format_skeleton(first, start, self.locale),
+            end=format_skeleton("yMMMMd", end, self.locale),
         )
+
+    def hours(self) -> str:
+        """The site's working hours: “Monday to Friday, 8:30 a.m. to 4:30 p.m.”."""
+        return working_hours_text(self.site, self.locale)
 
     def relative(self, days: int) -> str:
         return format_relative_days(days, self.locale)
@@ -138,8 +184,6 @@ def home():
     participant: Participant = current_user
     now = clock.now()
     site = services.site_of(participant)
-    entries = services.timeline(participant, now)
-    upcoming = next((entry for entry in entries if entry.state == "next"), None)
     sections = []
     for section in current_app.extensions["home_sections"]:
         data = section.context(participant, now)
@@ -150,10 +194,35 @@ def home():
         participant=participant,
         site=site,
         fmt=Formatter(site, current_language()),
-        upcoming=upcoming,
-        has_visits=bool(entries),
+        plan=services.what_next(participant, now),
         sections=sections,
     )
+
+
+@bp.get("/contact")
+def contact():
+    """Whom to call: the participant's own site, or every site for anyone else (someone on a
+    new phone, signed out, still needs the number)."""
+    protocol = get_protocol()
+    language = current_language()
+    if current_user.is_authenticated and not current_user.is_staff:
+        sites = [services.site_of(current_user)]
+    else:
+        sites = list(protocol.sites.values())
+    return render_template(
+        "schedule/contact.html",
+        contacts=[Formatter(site, language) for site in sites],
+        own_site=len(sites) == 1,
+    )
+
+
+@bp.get("/after-infusion")
+@require("participant")
+def after_infusion():
+    """What to expect and when to call after an infusion: one page for everyone, whatever was
+    given, so that nothing on it can tell one arm from another."""
+    site = services.site_of(current_user)
+    return render_template("schedule/after_infusion.html", site=site)
 
 
 @bp.get("/visits")
@@ -167,6 +236,7 @@ def timeline():
         entries=services.timeline(participant, clock.now()),
         fmt=Formatter(site, current_language()),
         state_label=participant_state_label,
+        kinds=get_protocol().visit_kinds,
     )
 
 
@@ -361,3 +431,32 @@ def staff_status(study_id: str, code: str):
 def visit_name(entry: TimelineEntry) -> str:
     """The protocol's name of the visit in the page language."""
     return entry.definition.name[current_language()]
+
+
+@bp.app_template_global()
+def day_and_time(moment: datetime) -> str:
+    """“Thursday, December 3, 2026 at 2:00 p.m.” on the signed-in person's site clock."""
+    locale, zone = viewer_locale_and_zone()
+    return _(
+        "%(date)s at %(time)s",
+        date=format_date(moment, locale, zone),
+        time=format_time(moment, locale, zone),
+    )
+
+
+@bp.app_template_filter("phone_text")
+def phone_text(number: str) -> str:
+    """A phone number kept on one line where it fits: no-break spaces and hyphens."""
+    return number.replace(" ", "\u00a0").replace("-", "\u2011")
+
+
+@bp.app_template_filter("dialled")
+def dialled(number: str) -> str:
+    """The number a call button dials, of one the protocol may write as “15 / 112”."""
+    return number.split("/")[0].strip()
+
+
+@bp.app_template_filter("tel")
+def tel(number: str) -> str:
+    """The tel: address of a number as the protocol writes it (“15 / 112” calls 15)."""
+    return "tel:" + "".join(c for c in dialled(number) if c.isdigit() or c == "+")

@@ -53,7 +53,11 @@ def _assignments_in_scope(query: sa.Select, filters: Filters, now: datetime) -> 
     query = query.join(Participant, Participant.id == Assignment.participant_id).outerjoin(
         Visit, Visit.id == Assignment.visit_id
     )
-    query = query.where(Participant.site_code.in_(filters.sites))
+    # The site as an expression no index serves: these queries are bounded by opening or
+    # closing times (or a study ID), and with one site asked for, SQLite otherwise walked every
+    # questionnaire of that site's participants (2 s at 100,000 participants) rather than the
+    # hour's few through the time indexes.
+    query = query.where(Participant.site_code.concat("").in_(filters.sites))
     if filters.visit:
         query = query.where(visit_key_expression() == filters.visit)
     if filters.instrument:

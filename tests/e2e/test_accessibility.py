@@ -137,6 +137,8 @@ def participant_pages(w: World) -> list[str]:
         "/home",
         "/visits",
         "/visits/calendar",
+        "/contact",
+        "/after-infusion",
         "/questionnaires",
         f"/questionnaires/{w.open_id}",
         *items,
@@ -150,7 +152,7 @@ def participant_pages(w: World) -> list[str]:
 
 
 def public_pages(w: World) -> list[str]:
-    return ["/", "/sign-in", f"/enrol/{w.enrol_token}", "/signed-out", "/offline"]
+    return ["/", "/sign-in", f"/enrol/{w.enrol_token}", "/signed-out", "/offline", "/contact"]
 
 
 def staff_pages(w: World) -> list[str]:
@@ -182,6 +184,8 @@ SWEPT_ROUTES = {
     "/home",
     "/visits",
     "/visits/calendar",
+    "/contact",
+    "/after-infusion",
     "/questionnaires",
     "/questionnaires/<id:assignment_id>",
     "/questionnaires/<id:assignment_id>/items/<item_id>",

@@ -373,6 +373,8 @@ def test_the_menu_fits_a_small_screen_with_large_text(
     # Less than a quarter of the screen, menu closed; its words whole.
     assert header.bounding_box()["height"] < 640 / 4
     assert page.evaluate(BROKEN_WORDS, ".site-header") == []
+    # Whom to call is one tap away, without opening the menu.
+    expect(header.locator("a.header-pin", has_text="Contact")).to_be_in_viewport(ratio=1)
 
     page.get_by_text(words["menu"], exact=True).tap()
     menu = page.get_by_role(

@@ -151,7 +151,7 @@ def test_timeline_lists_the_whole_year_with_states_in_text(client, sign_in, part
     db.session.commit()
     sign_in(client, participant)
     page = _text(client.get("/visits"))
-    items = re.findall(r'<li class="timeline-item[^"]*"', page)
+    items = re.findall(r'<li id="visit-\w+" class="timeline-item[^"]*"', page)
     assert len(items) == 8
     assert '<ol class="timeline">' in page and "<table" not in page
     assert "Visite faite" in page and "Prochaine visite" in page and "À venir" in page
@@ -159,7 +159,10 @@ def test_timeline_lists_the_whole_year_with_states_in_text(client, sign_in, part
     assert "Secret coordinator reason" not in page
     assert 'aria-current="step"' in page
     assert "Perfusion 2 (mois 3)" in page
-    assert "Période prévue : du 22 décembre 2026 au 5 janvier 2027" in page
+    # A window stays a window until a date is booked, with what the visit involves.
+    assert "Entre le 22 décembre 2026 et le 5 janvier 2027" in page
+    assert "aux alentours" not in page and "Période prévue" not in page
+    assert "Ce qui se passe" in page and "À apporter" in page
 
 
 def test_staff_page_shows_the_schedule_in_the_staff_language(
