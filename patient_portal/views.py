@@ -64,9 +64,21 @@ def nav_links() -> list[tuple[str, str]]:
     ]
 
 
+# Kept in sight beside the participant's "Menu" button, so that they are one tap from every
+# page (whom to call above all); the menu lists them too.
+PINNED_ENDPOINTS = ("schedule.contact",)
+
+
+def pinned_links() -> list[tuple[str, str]]:
+    """The menu entries a participant sees without opening the menu."""
+    if not current_user.is_authenticated or current_user.is_staff:
+        return []
+    return [(endpoint, label) for endpoint, label in nav_links() if endpoint in PINNED_ENDPOINTS]
+
+
 @bp.app_context_processor
 def menu() -> dict:
-    return {"nav_links": nav_links}
+    return {"nav_links": nav_links, "pinned_links": pinned_links}
 
 
 @bp.get("/")

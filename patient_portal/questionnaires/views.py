@@ -13,7 +13,7 @@ from functools import wraps
 from typing import Any
 
 from babel.dates import format_timedelta
-from flask import Blueprint, abort, redirect, render_template, url_for
+from flask import Blueprint, abort, make_response, redirect, render_template, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
 from htmx_flask import request
@@ -56,8 +56,11 @@ from patient_portal.questionnaires.models import Alert, Assignment
 
 bp = Blueprint("questionnaires", __name__)
 
-# Answered with one tap: without JavaScript the form moves on to the next question.
+# Without JavaScript, saving one of these answers moves on to the next question.
 ONE_TAP_TYPES = ("single_choice", "rating_0_10", "yes_no", "date", "text")
+# One tap is the whole answer: the tap saves and the next question comes by itself, with or
+# without JavaScript. Several choices, numbers set by steps and typed answers keep a "Next".
+AUTO_ADVANCE_TYPES = ("single_choice", "rating_0_10", "yes_no")
 
 
 def answer_error_message(error: AnswerError, item: Item | None) -> str:
@@ -142,8 +145,6 @@ def _vary(response):
 
 
 def _render(template: str, status: int = 200, **context):
-    from flask import make_response
-
     return _vary(make_response(render_template(template, **context), status))
 
 
@@ -285,7 +286,10 @@ def _item_context(
         "position": position,
         "question_count": len(questions),
         "next_url": _item_url(assignment, following, review=from_review),
-        "back_url": _item_url(assignment, before, review=from_review) if before else None,
+        # From the review there is one way back, to the review: never a second "Back" that
+        # goes somewhere else.
+        "back_url": _item_url(assignment, before) if before and not from_review else None,
+        "one_tap": item.type in AUTO_ADVANCE_TYPES,
         "from_review": from_review,
         "on_behalf": current_user.is_staff,
         "urgent_site": _urgent_site(assignment, instrument),
@@ -424,6 +428,9 @@ def start(assignment: Assignment):
             lang=current_language(),
             first_url=_item_url(assignment, first),
             last_day=_last_day(assignment),
+            # What the introduction promises about taps must be true of these questions.
+            question_count=sum(1 for i in instrument.items if i.answerable),
+            one_tap_count=sum(1 for i in instrument.items if i.type in AUTO_ADVANCE_TYPES),
             on_behalf=current_user.is_staff,
         )
     return redirect(_item_url(assignment, first_unanswered(instrument, answers)))
@@ -468,24 +475,42 @@ def answer(assignment: Assignment, item_id: str):
     raw = request.form.getlist("value")
     services.save_answer(assignment, item.id, raw, current_user)
     answers = services.answers_of(assignment, instrument)
+    from_review = request.values.get("review") == "1"
+    following = None if from_review else next_item(instrument, answers, item.id)
     if _is_fragment():
         # Committed before rendering, so the questionnaire's row lock and its audit stream's
         # head are released at once, not held while the fragment renders; the loaded rows keep
         # what was just written (no reload). A failed commit raises: "Saved" is never shown.
         _commit_keeping_rows()
+        if item.type in AUTO_ADVANCE_TYPES:
+            return _advanced(assignment, instrument, following, answers)
         context = _item_context(assignment, instrument, item, answers, saved=True)
         return _render("questionnaires/_item.html", **context)
     db.session.commit()
     if item.type in ONE_TAP_TYPES:
-        following = (
-            None if request.values.get("review") == "1" else next_item(instrument, answers, item.id)
-        )
         if following is not None:
             return redirect(_item_url(assignment, following, saved=1), 303)
         return redirect(url_for("questionnaires.review", assignment_id=assignment.id), 303)
     return redirect(
         _item_url(assignment, item, review=request.values.get("review") == "1", saved=1), 303
     )
+
+
+def _advanced(
+    assignment: Assignment, instrument: Instrument, following: Item | None, answers: dict
+):
+    """After a one-tap answer saved through htmx: the next question's fragment (its address for
+    the history), or a redirect to the review once the questions are done."""
+    if following is None:
+        response = _vary(make_response("", 200))
+        response.headers["HX-Redirect"] = url_for(
+            "questionnaires.review", assignment_id=assignment.id
+        )
+        return response
+    context = _item_context(assignment, instrument, following, answers, saved=True)
+    response = _render("questionnaires/_item.html", **context)
+    response.headers["HX-Push-Url"] = _item_url(assignment, following)
+    return response
 
 
 def _commit_keeping_rows() -> None:

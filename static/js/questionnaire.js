@@ -1,11 +1,16 @@
 // Questionnaire pages: the answer queue (autosave that retries by itself), tap-on-line for
-// 0–100 scales, and the offline banner. CSP-safe (no inline script).
+// 0–100 scales, and the status bar. CSP-safe (no inline script).
+//
+// A tap shows its answer as chosen at once and the status bar says "Saving…"; when the server
+// has it, the bar says "Saved", and after a one-tap answer (one choice, 0–10, yes/no) the
+// server sends the next question, which takes this one's place (and its address in the
+// history, so that the browser's Back button comes back to it with its answer).
 //
 // Every tap on an answer goes into a queue, sent in order, one at a time. A save that fails
 // (no network, or the server answers 5xx, 408 or 429) is sent again after 1, 2, 4, 8… seconds,
 // at most 30, without waiting for the browser to say it is back online; the question and its
-// buttons stay on screen, the tapped answer stays shown as chosen, and the status area under
-// the buttons (#answer-status) says the answer is not saved yet. A later tap on the same question replaces an unsent earlier one.
+// buttons stay on screen, the tapped answer stays shown as chosen, and the status bar
+// (#answer-status) says the answer is not saved yet. A later tap on the same question replaces an unsent earlier one.
 // The queue lives in this page's memory only: never in any kind of browser storage, so no
 // health data stays on a shared phone.
 (function () {
@@ -20,6 +25,7 @@
   var failing = false;  // the last attempt failed: the status area says so
   var delay = 0;
   var timer = null;
+  var leaving = false;  // a link to another page was followed: the question is not redrawn
 
   function banner(show) {
     var element = document.getElementById("offline-banner");
@@ -47,6 +53,26 @@
   }
 
   // --- What the participant sees --------------------------------------------------------------
+
+  // The status bar's line on the last answer: "saving", "saved" or "failed".
+  function saveState(state) {
+    var bar = document.querySelector(".q-statusbar");
+    var status = document.getElementById("save-status");
+    if (!bar || !status) { return; }
+    var line = document.createElement("p");
+    if (state === "saving") {
+      line.className = "q-saving";
+      line.textContent = bar.dataset.saving;
+    } else if (state === "failed") {
+      // #answer-status says it, with what happens next.
+      status.replaceChildren();
+      return;
+    } else {
+      line.className = "q-saved";
+      line.textContent = "✓ " + bar.dataset.saved;
+    }
+    status.replaceChildren(line);
+  }
 
   function showStatus() {
     var status = document.getElementById("answer-status");
@@ -154,6 +180,7 @@
     // recalled, and this one follows it.
     queue = queue.filter(function (entry) { return entry === sending || entry.url !== url; });
     queue.push({url: url, body: body});
+    saveState("saving");
     if (timer) {
       clearTimeout(timer);
       timer = null;
@@ -164,6 +191,7 @@
   function retryLater() {
     failing = true;
     delay = delay ? Math.min(delay * 2, MAX_DELAY) : FIRST_DELAY;
+    saveState("failed");
     showStatus();
     if (!navigator.onLine) { banner(true); }
     timer = setTimeout(function () {
@@ -218,8 +246,38 @@
       window.location.href = redirect;
       return;
     }
-    if (response.status === 204 || pendingFor(entry.url) || !onScreen(entry.url)) { return; }
+    if (leaving || pendingFor(entry.url) || !onScreen(entry.url)) {
+      // Not shown (tapped again, or the participant has moved on): the bar still tells.
+      if (!queue.length && response.ok) { saveState("saved"); }
+      return;
+    }
+    if (response.status === 204) {
+      saveState("saved");
+      return;
+    }
+    var next = response.headers.get("HX-Push-Url");
+    if (next && queue.length) {
+      // An answer to another question is still on its way: stay until it is saved.
+      saveState("saving");
+      return;
+    }
     window.htmx.swap(question(), html, {swapStyle: "outerHTML"});
+    if (next) { moved(next); }
+  }
+
+  // The next question has taken this one's place: its address in the history (htmx reloads it
+  // from the server on Back, it keeps no copy), read from its top, its text focused for
+  // screen readers.
+  function moved(url) {
+    // The entry being left (often the page as first loaded) is marked as htmx's too, so that
+    // Back to it is reloaded from the server rather than left showing the later question.
+    if (!window.history.state || !window.history.state.htmx) {
+      window.history.replaceState({htmx: true}, "", window.location.href);
+    }
+    window.history.pushState({htmx: true}, "", url);
+    window.scrollTo(0, 0);
+    var heading = document.getElementById("question-text");
+    if (heading) { heading.focus({preventScroll: true}); }
   }
 
   // Answer forms are sent by the queue, not by htmx (their hx-post stays for the markup, and
@@ -229,6 +287,19 @@
     if (!form || form.tagName !== "FORM" || !form.closest("#question")) { return; }
     event.preventDefault();
     enqueue(form);
+  });
+
+  // A save that comes back while the next page is on its way must not redraw the question
+  // under it: htmx would then swap that page in without its address.
+  function boosted(event) {
+    return Boolean(event.detail && (event.detail.boosted
+      || (event.detail.requestConfig && event.detail.requestConfig.boosted)));
+  }
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    if (boosted(event)) { leaving = true; }
+  });
+  document.addEventListener("htmx:afterRequest", function (event) {
+    if (boosted(event)) { leaving = false; }
   });
 
   window.addEventListener("beforeunload", function (event) {

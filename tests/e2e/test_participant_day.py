@@ -131,6 +131,7 @@ def test_home_next_infusion_contact_and_after_infusion(
     assert words["what"] in page.locator("#visit-M3").inner_text()
     _look(page, f"{shot}-visits")
 
+    page.locator(".menu-button").click()  # the participant's menu opens from one button
     page.get_by_role("link", name=words["home_link"], exact=True).click()
     page.wait_for_url("**/home")
     page.get_by_role("link", name=words["contact"]).click()
@@ -139,6 +140,7 @@ def test_home_next_infusion_contact_and_after_infusion(
     assert page.locator(f'main a[href="{words["emergency"]}"]').count() == 1
     _look(page, f"{shot}-contact")
 
+    page.locator(".menu-button").click()  # the participant's menu opens from one button
     page.get_by_role("link", name=words["home_link"], exact=True).click()
     page.wait_for_url("**/home")
     page.get_by_role("link", name=words["pin"]).click()

@@ -132,7 +132,7 @@ def test_acknowledged_answers_survive_a_killed_server(app, server, make_particip
     path = f"/questionnaires/{assignment.id}/items/pain"
     status, page = server.request("GET", path, {"Cookie": cookie})
     assert status == 200
-    assert re.search(r'aria-pressed="true"[^>]*>7<', page)
+    assert re.search(r'aria-pressed="true"[^>]*><span class="answer-value">7<', page)
     assert "Saved" in _answer(server, cookie, assignment.id, "fatigue", "2")
     server.kill()
 

@@ -68,13 +68,43 @@ def test_item_page_shows_eleven_buttons_and_progress(participant_client):
     assert "no-store" in response.headers["Cache-Control"]
 
 
-def test_htmx_answer_returns_the_fragment_with_saved(participant_client):
+def test_htmx_one_tap_answer_returns_the_next_question_with_saved(participant_client):
     client, _, assignment, token = participant_client
     response = _post(client, token, assignment, "raynaud", "7")
     page = response.get_data(as_text=True)
     assert response.status_code == 200
-    assert "<html" not in page and "Saved" in page and 'aria-pressed="true"' in page
+    assert "<html" not in page and "Saved" in page and "Question 2 of 10" in page
+    # The next question takes this one's place, under its own address.
+    assert response.headers["HX-Push-Url"] == (
+        f"/questionnaires/{assignment.id}/items/finger_ulcers"
+    )
+    assert 'aria-pressed="true"' not in page
     assert _value(assignment, "raynaud") == 7
+    # Back keeps the answer.
+    back = client.get(f"/questionnaires/{assignment.id}/items/raynaud").get_data(as_text=True)
+    assert 'aria-pressed="true"><span class="answer-value">7<' in back
+
+
+def test_htmx_one_tap_answer_from_the_review_goes_back_to_it(participant_client):
+    client, _, assignment, token = participant_client
+    response = client.post(
+        f"/questionnaires/{assignment.id}/items/raynaud",
+        data={"csrf_token": token, "value": "3", "review": "1"},
+        headers=HTMX,
+    )
+    assert response.status_code == 200
+    assert response.headers["HX-Redirect"] == f"/questionnaires/{assignment.id}/review"
+    assert _value(assignment, "raynaud") == 3
+
+
+def test_htmx_answer_of_several_choices_stays_with_saved(participant_client):
+    client, _, assignment, token = participant_client
+    _post(client, token, assignment, "anything_new", "yes")
+    response = _post(client, token, assignment, "new_areas", "skin")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 200, page
+    assert "HX-Push-Url" not in response.headers
+    assert "Saved" in page and 'aria-pressed="true"' in page and ">Next<" in page
 
 
 def test_without_javascript_the_form_moves_to_the_next_question(participant_client):
@@ -258,7 +288,7 @@ def test_every_acknowledged_answer_is_back_after_a_restart(
     assert response.status_code == 302
     assert response.location.endswith(f"/questionnaires/{assignment.id}/items/swallowing_reflux")
     page = other_device.get(f"/questionnaires/{assignment.id}/items/breathing")
-    assert 'aria-pressed="true">5<' in page.get_data(as_text=True)
+    assert 'aria-pressed="true"><span class="answer-value">5<' in page.get_data(as_text=True)
 
 
 def test_change_from_the_review_returns_to_the_review(participant_client):

@@ -239,8 +239,11 @@ def test_the_menu_has_contact(client, sign_in, planned, now):
     participant = planned(day0=DAY0, language="en")
     sign_in(client, participant)
     page = client.get("/visits").get_data(as_text=True)
-    nav = page[page.index('<nav class="site-nav"') : page.index("</nav>")]
+    nav = page[page.index('<nav class="menu-nav"') : page.index("</nav>")]
     assert '<a href="/contact">Contact</a>' in nav
+    # And one tap away, beside the menu button, without opening it.
+    header = page[page.index('<header class="site-header">') : page.index('<details class="menu">')]
+    assert 'class="button button-quiet header-pin" href="/contact">Contact</a>' in header
 
 
 # --- Visits explained -----------------------------------------------------------------------
