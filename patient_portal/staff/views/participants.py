@@ -11,7 +11,15 @@ from datetime import date
 
 import segno
 import sqlalchemy as sa
-from flask import abort, redirect, render_template, request, session, url_for
+from flask import (
+    abort,
+    get_flashed_messages,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_babel import gettext as _
 from flask_login import current_user
 from markupsafe import Markup
@@ -20,6 +28,7 @@ from patient_portal import clock
 from patient_portal.accounts import services
 from patient_portal.accounts.auth import participant_of_visible_site, require, visible_site_codes
 from patient_portal.accounts.models import REPLACEMENT_REASONS, Participant, StaffUser
+from patient_portal.contacts.services import CHANNEL_LABELS, OUTCOME_LABELS, contacts_of
 from patient_portal.errors import PortalError
 from patient_portal.extensions import db, limiter
 from patient_portal.i18n import LANGUAGES, current_language
@@ -157,6 +166,11 @@ def participant_page(person: Participant, error: PortalError | None = None):
         assignments=record.participant_assignments(person),
         submitted=submissions_of(person, with_answers=True),
         alerts=record.participant_alerts(person),
+        summary=record.participant_summary(person),
+        contacts=contacts_of(person),
+        channel_labels=CHANNEL_LABELS,
+        outcome_labels=OUTCOME_LABELS,
+        messages=get_flashed_messages(),
         history=record.participant_audit_history(person),
         answer_rows=_answer_rows,
         error=error.message if error else None,
