@@ -145,7 +145,7 @@ def next_action(row: read_model.Row) -> tuple[str, str]:
     if reason.kind == "visit_tomorrow":
         return _("See the appointment"), f"{schedule}#visit-{reason.visit_code}"
     if reason.kind == "closing_today":
-        return _("Answer with the participant"), url_for(
+        return _("Enter answers with the participant"), url_for(
             "questionnaires.staff_overview", study_id=study_id
         )
     # Missed, inactive, undelivered: a call. No phone number is kept in the portal (the
