@@ -340,7 +340,10 @@ def staff_appointment(study_id: str, code: str):
         return _staff_visit_answer(participant, visit, None)
     day = services.parse_local_date(request.form.get("date"))
     # A date already past is usually a slip of the calendar: it is saved only once confirmed.
-    if day < timezones.local_today(visit.zone, clock.now()) and request.form.get("confirm_past") != "yes":
+    if (
+        day < timezones.local_today(visit.zone, clock.now())
+        and request.form.get("confirm_past") != "yes"
+    ):
         raise PortalError(
             _("This date is in the past. Please check it, then confirm it to save it."),
             422,

@@ -2,8 +2,8 @@
 study team today, most urgent first, each with its reasons and the next thing to do.
 
 Read in a fixed number of statements whatever the number of participants (one per kind of
-reason, and the participants with their last sign-in and last contact): nothing is loaded one
-row at a time. Days ("today", "tomorrow") are each site's wall-clock days.
+reason, and one for the participants with their last sign-in and last contact): nothing is
+loaded one row at a time. Days ("today", "tomorrow") are each site's wall-clock days.
 """
 
 from __future__ import annotations
@@ -56,10 +56,6 @@ class Reason:
     day: date | None = None
     count: int = 1
 
-    @property
-    def sort_key(self) -> tuple[int, float]:
-        return RANK[self.kind], self.order
-
 
 @dataclass(frozen=True)
 class LastContact:
@@ -77,15 +73,12 @@ class Row:
     today: date
     last_seen: datetime | None
     last_contact: LastContact | None
+    # Most urgent first: the first is what the row's main action is about.
     reasons: list[Reason] = field(default_factory=list)
 
     @property
-    def sort_key(self) -> tuple:
-        return (min(reason.sort_key for reason in self.reasons), self.study_id)
-
-    @property
     def first(self) -> Reason:
-        return min(self.reasons, key=lambda reason: reason.sort_key)
+        return self.reasons[0]
 
 
 @dataclass(frozen=True)
@@ -192,91 +185,100 @@ def _alert_reasons(sites: list[str]) -> dict[int, list[Reason]]:
 
 
 def _visit_reasons(days: list[SiteDays]) -> dict[int, list[Reason]]:
-    def wanted(d: SiteDays) -> sa.ColumnElement[bool]:
-        return sa.or_(
-            # Booked for today or tomorrow.
-            sa.and_(Visit.scheduled_at >= d.today_starts, Visit.scheduled_at < d.day_after_starts),
-            # Window open, nothing booked.
-            sa.and_(
-                Visit.scheduled_at.is_(None),
-                Visit.window_start <= d.today,
-                Visit.window_end >= d.today,
-            ),
-            # Past, and nobody said what happened.
-            Visit.window_end < d.today,
-            Visit.scheduled_at < d.today_starts,
-        )
-
+    # One broad condition for every site (a planned visit whose window has begun, or booked
+    # before the day after tomorrow anywhere); each site's own days are applied below.
+    latest_today = max(d.today for d in days)
+    latest_day_after = max(d.day_after_starts for d in days)
     by_site = {d.code: d for d in days}
     rows = db.session.execute(
         sa.select(
             Visit.participant_id,
             Participant.site_code,
             Visit.code,
+            Visit.window_start,
             Visit.window_end,
             Visit.scheduled_at,
         )
         .join(Participant, Participant.id == Visit.participant_id)
-        .where(Visit.status == "planned", Participant.status != "withdrawn", _per_site(days, wanted))
+        .where(
+            Visit.status == "planned",
+            Participant.site_code.in_(list(by_site)),
+            Participant.status != "withdrawn",
+            sa.or_(
+                Visit.window_start <= latest_today,
+                Visit.scheduled_at < latest_day_after,
+            ),
+        )
         .order_by(Visit.target_date, Visit.id)
     )
     reasons: dict[int, list[Reason]] = {}
-    for participant_id, site_code, code, window_end, scheduled_at in rows:
-        d = by_site[site_code]
-        if scheduled_at is not None and scheduled_at >= d.day_after_starts:
-            continue  # booked for later, outside its window with a reason
-        if scheduled_at is not None and scheduled_at >= d.today_starts:
-            kind = "visit_today" if scheduled_at < d.tomorrow_starts else "visit_tomorrow"
-            reason = Reason(kind, scheduled_at.timestamp(), code, since=scheduled_at)
-        elif scheduled_at is not None:
-            day = scheduled_at.astimezone(d.zone).date()
-            reason = Reason("unmarked", day.toordinal(), code, since=scheduled_at, day=day)
-        elif window_end < d.today:
-            reason = Reason("unmarked", window_end.toordinal(), code, day=window_end)
-        else:
-            reason = Reason("window_open", window_end.toordinal(), code, day=window_end)
-        reasons.setdefault(participant_id, []).append(reason)
+    for participant_id, site_code, code, window_start, window_end, scheduled_at in rows:
+        reason = _visit_reason(by_site[site_code], code, window_start, window_end, scheduled_at)
+        if reason is not None:
+            reasons.setdefault(participant_id, []).append(reason)
     return reasons
 
 
-def _questionnaire_reasons(days: list[SiteDays], now: datetime) -> dict[int, list[Reason]]:
-    last_contact = (
-        sa.select(sa.func.max(ContactAttempt.at))
-        .where(ContactAttempt.participant_id == Assignment.participant_id)
-        .scalar_subquery()
-    )
-    closing_today = sa.and_(
-        state_condition("open", now),
-        _per_site(days, lambda d: Assignment.closes_at <= d.tomorrow_starts),
-    )
-    missed = sa.and_(
-        state_condition("missed", now),
-        Assignment.closes_at > now - MISSED_LOOKBACK,
-        sa.or_(last_contact.is_(None), Assignment.closes_at > last_contact),
-    )
-    closing = sa.func.sum(sa.case((closing_today, 1), else_=0))
-    missed_count = sa.func.sum(sa.case((missed, 1), else_=0))
-    rows = db.session.execute(
-        sa.select(Assignment.participant_id, closing, missed_count)
+def _visit_reason(
+    d: SiteDays, code: str, window_start: date, window_end: date, scheduled_at: datetime | None
+) -> Reason | None:
+    """What a planned visit asks of the team today at its site, if anything."""
+    if scheduled_at is not None:
+        if scheduled_at >= d.day_after_starts:
+            return None  # booked for later (outside its window, with a reason, if need be)
+        if scheduled_at >= d.tomorrow_starts:
+            return Reason("visit_tomorrow", scheduled_at.timestamp(), code, since=scheduled_at)
+        if scheduled_at >= d.today_starts:
+            return Reason("visit_today", scheduled_at.timestamp(), code, since=scheduled_at)
+        day = scheduled_at.astimezone(d.zone).date()
+        return Reason("unmarked", day.toordinal(), code, since=scheduled_at, day=day)
+    if window_end < d.today:
+        return Reason("unmarked", window_end.toordinal(), code, day=window_end)
+    if window_start <= d.today:
+        return Reason("window_open", window_end.toordinal(), code, day=window_end)
+    return None
+
+
+def _closing_today(days: list[SiteDays], now: datetime) -> dict[int, list[Reason]]:
+    """Questionnaires that can still be answered today and not tomorrow."""
+    sites = [d.code for d in days]
+    closing = db.session.execute(
+        sa.select(Assignment.participant_id, sa.func.count(Assignment.id))
         .join(Participant, Participant.id == Assignment.participant_id)
         .where(
+            Participant.site_code.in_(sites),
             Participant.status != "withdrawn",
-            Participant.site_code.in_([d.code for d in days]),
-            # Bounds the search on the closing-time index to a month and a day.
-            Assignment.closes_at > now - MISSED_LOOKBACK,
-            Assignment.closes_at <= now + timedelta(days=2),
-            sa.or_(closing_today, missed),
+            Assignment.closes_at > now,
+            Assignment.closes_at <= max(d.tomorrow_starts for d in days),
+            state_condition("open", now),
+            _per_site(days, lambda d: Assignment.closes_at <= d.tomorrow_starts),
         )
         .group_by(Assignment.participant_id)
     )
     reasons: dict[int, list[Reason]] = {}
-    for participant_id, closing_number, missed_number in rows:
-        found = reasons.setdefault(participant_id, [])
-        if closing_number:
-            found.append(Reason("closing_today", count=int(closing_number)))
-        if missed_number:
-            found.append(Reason("missed", count=int(missed_number)))
+    for participant_id, count in closing:
+        reasons.setdefault(participant_id, []).append(Reason("closing_today", count=count))
     return reasons
+
+
+def _missed_closings(sites: list[str], now: datetime) -> dict[int, list[datetime]]:
+    """When each questionnaire missed in the last month closed, per participant; those before
+    the participant's last contact were talked about then, and are left out by the caller."""
+    rows = db.session.execute(
+        sa.select(Assignment.participant_id, Assignment.closes_at)
+        .join(Participant, Participant.id == Assignment.participant_id)
+        .where(
+            Participant.site_code.in_(sites),
+            Participant.status != "withdrawn",
+            Assignment.closes_at > now - MISSED_LOOKBACK,
+            Assignment.closes_at <= now,
+            state_condition("missed", now),
+        )
+    )
+    closings: dict[int, list[datetime]] = {}
+    for participant_id, closes_at in rows:
+        closings.setdefault(participant_id, []).append(closes_at)
+    return closings
 
 
 def _undelivered(sites: list[str], now: datetime) -> dict[int, int]:
@@ -298,19 +300,21 @@ def worklist(sites: list[str], now: datetime, inactive_days: int) -> list[Row]:
     """Who needs the study team today at these sites, most urgent first."""
     days = site_days(sites, now)
     by_site = {d.code: d for d in days}
-    alert_reasons = _alert_reasons(sites)
-    visit_reasons = _visit_reasons(days)
-    questionnaire_reasons = _questionnaire_reasons(days, now)
+    found = [_alert_reasons(sites), _visit_reasons(days), _closing_today(days, now)]
+    missed = _missed_closings(sites, now)
     undelivered = _undelivered(sites, now)
     inactive_since = now - timedelta(days=inactive_days)
     rows = []
     for person in _participants(sites):
         participant_id = person.id
-        reasons = [
-            *alert_reasons.get(participant_id, ()),
-            *visit_reasons.get(participant_id, ()),
-            *questionnaire_reasons.get(participant_id, ()),
+        reasons = [reason for kind in found for reason in kind.get(participant_id, ())]
+        since_contact = [
+            closed
+            for closed in missed.get(participant_id, ())
+            if person.at is None or closed > person.at
         ]
+        if since_contact:
+            reasons.append(Reason("missed", count=len(since_contact)))
         last_seen = person.last_seen
         if person.created_at < inactive_since and (last_seen is None or last_seen < inactive_since):
             reasons.append(Reason("inactive", since=last_seen))
@@ -318,6 +322,7 @@ def worklist(sites: list[str], now: datetime, inactive_days: int) -> list[Row]:
             reasons.append(Reason("undelivered", count=undelivered[participant_id]))
         if not reasons:
             continue
+        reasons.sort(key=_reason_key)
         d = by_site[person.site_code]
         contact = LastContact(person.at, person.channel, person.outcome) if person.at else None
         rows.append(
@@ -329,7 +334,12 @@ def worklist(sites: list[str], now: datetime, inactive_days: int) -> list[Row]:
                 d.today,
                 last_seen,
                 contact,
-                sorted(reasons, key=lambda reason: reason.sort_key),
+                reasons,
             )
         )
-    return sorted(rows, key=lambda row: row.sort_key)
+    rows.sort(key=lambda row: (_reason_key(row.reasons[0]), row.study_id))
+    return rows
+
+
+def _reason_key(reason: Reason) -> tuple[int, float]:
+    return RANK[reason.kind], reason.order

@@ -156,6 +156,8 @@ def public_pages(w: World) -> list[str]:
 def staff_pages(w: World) -> list[str]:
     base = f"/staff/participants/{w.study_id}"
     return [
+        "/staff",
+        f"{base}/contacts/new",
         "/staff/participants",
         base,
         f"{base}/schedule",
@@ -189,6 +191,8 @@ SWEPT_ROUTES = {
     "/questionnaires/<id:assignment_id>/done",
     "/settings",
     "/reminders",
+    "/staff",
+    "/staff/participants/<study_id>/contacts/new",
     "/staff/participants",
     "/staff/participants/<study_id>",
     "/staff/participants/<study_id>/schedule",

@@ -50,9 +50,13 @@ def test_an_appointment_sent_twice_is_saved_once(person, signed_in, csrf_token):
         "date": "2026-12-09",
         "time": "10:00",
     }
-    first = signed_in.post(f"/staff/participants/{person.study_id}/visits/M1/appointment", data=form)
+    first = signed_in.post(
+        f"/staff/participants/{person.study_id}/visits/M1/appointment", data=form
+    )
     assert first.status_code == 303 and first.headers["Location"].endswith("#visit-M1")
-    again = signed_in.post(f"/staff/participants/{person.study_id}/visits/M1/appointment", data=form)
+    again = signed_in.post(
+        f"/staff/participants/{person.study_id}/visits/M1/appointment", data=form
+    )
     assert again.status_code == 303
     assert _events("visit.appointment_set") == 1
     db.session.expire_all()
@@ -100,7 +104,9 @@ def test_a_past_appointment_needs_an_explicit_confirmation(person, signed_in, cs
     assert _m1().scheduled_at is not None
 
 
-def test_a_past_appointment_is_asked_again_in_french(person, client, sign_in, make_staff, csrf_token):
+def test_a_past_appointment_is_asked_again_in_french(
+    person, client, sign_in, make_staff, csrf_token
+):
     sign_in(client, make_staff(sites=["JGH"], language="fr"))
     path = f"/staff/participants/{person.study_id}/visits/M1/appointment"
     form = {

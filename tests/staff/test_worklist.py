@@ -193,7 +193,7 @@ def test_the_worklist_is_the_staff_landing_page(settled, signed_in):
     person = settled()
     _alert(person, "urgent")
     page = _text(signed_in.get("/staff"))
-    assert "1 urgent alert open since" in page
+    assert "1 urgent alert open for 1 hour" in page
     assert "Acknowledge the alert" in page and "No contact recorded" in page
     assert f"/staff/participants/{person.study_id}/questionnaires" in page  # assisted entry
 
@@ -271,8 +271,6 @@ def test_another_sites_participant_has_no_contact_form(settled, signed_in, csrf_
     )
     assert sent.status_code == 404
     assert _contacts() == 0
-
-
 
 
 def _statements(app, client, path: str) -> int:

@@ -34,8 +34,8 @@ __all__ = [
     "participants",
     "staff",
     "team",
-    "workspace",
     "worklist",
+    "workspace",
 ]
 
 

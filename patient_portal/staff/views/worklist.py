@@ -10,7 +10,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from flask import current_app, flash, get_flashed_messages, redirect, render_template, request, url_for
+from babel.dates import format_timedelta
+from flask import (
+    current_app,
+    flash,
+    get_flashed_messages,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_babel import gettext as _
 from flask_babel import ngettext
 from flask_login import current_user
@@ -22,9 +31,9 @@ from patient_portal.contacts.models import CHANNELS, NOTE_MAX, OUTCOMES
 from patient_portal.errors import PortalError
 from patient_portal.extensions import db
 from patient_portal.i18n import (
+    babel_locale,
     current_language,
     format_date,
-    format_datetime,
     format_relative_days,
     format_time,
 )
@@ -33,6 +42,10 @@ from patient_portal.staff import worklist as read_model
 from patient_portal.staff.views.blueprints import staff, workspace
 from patient_portal.staff.views.labels import visit_label
 from patient_portal.views import local_path
+
+# A morning's worth of calls; past that the list would only be scrolled, and every row costs
+# rendering time (a site of thousands has its dashboard for the rest).
+ROWS_SHOWN = 100
 
 
 def _locale(row: read_model.Row) -> str:
@@ -43,33 +56,43 @@ def _day(row: read_model.Row, moment: datetime) -> str:
     return format_date(moment, _locale(row), row.zone, "medium")
 
 
+def _moment(row: read_model.Row, moment: datetime) -> str:
+    """A time today as a time ("8:23 a.m."), another day with its date, on the site's clock."""
+    locale = _locale(row)
+    time = format_time(moment, locale, row.zone)
+    if moment.astimezone(row.zone).date() == row.today:
+        return time
+    return _("%(date)s at %(time)s", date=_day(row, moment), time=time)
+
+
 def reason_text(row: read_model.Row, reason: read_model.Reason) -> str:
     """Why the participant is on the list, in words."""
     locale = _locale(row)
     visit = visit_label(reason.visit_code) if reason.visit_code else ""
     if reason.kind in ("alert_urgent", "alert_routine"):
         assert reason.since is not None
-        since = format_datetime(reason.since, locale, row.zone, "short")
+        age = format_timedelta(
+            clock.now() - reason.since, threshold=1, locale=babel_locale(locale)
+        )
         if reason.kind == "alert_urgent":
             text = ngettext(
-                "%(num)d urgent alert open since %(when)s",
-                "%(num)d urgent alerts open since %(when)s",
+                "%(num)d urgent alert open for %(age)s",
+                "%(num)d urgent alerts open for %(age)s",
                 reason.count,
-                when=since,
+                age=age,
             )
         else:
             text = ngettext(
-                "%(num)d routine alert open since %(when)s",
-                "%(num)d routine alerts open since %(when)s",
+                "%(num)d routine alert open for %(age)s",
+                "%(num)d routine alerts open for %(age)s",
                 reason.count,
-                when=since,
+                age=age,
             )
         if reason.due_at is None:
             return text
         if reason.due_at <= clock.now():
             return _("%(alert)s: response target passed", alert=text)
-        due = format_datetime(reason.due_at, locale, row.zone, "short")
-        return _("%(alert)s: respond by %(when)s", alert=text, when=due)
+        return _("%(alert)s: respond by %(when)s", alert=text, when=_moment(row, reason.due_at))
     if reason.kind in ("visit_today", "visit_tomorrow"):
         assert reason.since is not None
         at = format_time(reason.since, locale, row.zone)
@@ -164,7 +187,8 @@ def worklist():
     )
     return render_template(
         "staff/worklist.html",
-        rows=rows,
+        rows=rows[:ROWS_SHOWN],
+        total=len(rows),
         reason_text=reason_text,
         last_contact_text=last_contact_text,
         next_action=next_action,
