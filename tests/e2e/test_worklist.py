@@ -43,6 +43,11 @@ WORDS = {
         "date": "Date",
         "save": "Enregistrer le rendez-vous",
         "saved": "Enregistré.",
+        "past": "Cette date est passée.",
+        "confirm_box": "Oui, le rendez-vous a eu lieu à cette date passée",
+        "confirm": "Confirmer la date passée",
+        "overdue": "En retard : date passée, statut non saisi",
+        "reason": "Motif (obligatoire hors de la fenêtre)",
     },
     "en-CA": {
         "language": "en",
@@ -61,6 +66,11 @@ WORDS = {
         "date": "Date",
         "save": "Save the appointment",
         "saved": "Saved.",
+        "past": "This date is in the past.",
+        "confirm_box": "Yes, the appointment was on this past date",
+        "confirm": "Confirm the past date",
+        "overdue": "Overdue: past, not marked",
+        "reason": "Reason (required outside the window)",
     },
 }
 
@@ -200,5 +210,52 @@ def test_the_coordinators_morning_from_the_worklist(
             )
             == 1
         )
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("locale", ["fr-CA", "en-CA"])
+def test_a_past_appointment_date_is_saved_only_once_confirmed(
+    live_server, browser, make_participant, make_staff, locale
+):
+    words = WORDS[locale]
+    today = clock.now().date()
+    # Day 0 six weeks ago: the M1 window (days 21 to 35) has ended with nothing marked.
+    person = make_participant(site_code="JGH", day0=today - timedelta(days=42))
+    coordinator = make_staff(sites=["JGH"], language=words["language"])
+    context = browser.new_context(
+        viewport={"width": 1366, "height": 768},
+        locale=locale,
+        timezone_id=LOCALES[locale],
+        bypass_csp=True,
+    )
+    context.set_default_timeout(10_000)
+    context.add_cookies(
+        [{"name": "portal_session", "value": open_session_for(coordinator), "url": live_server}]
+    )
+    page = context.new_page()
+    try:
+        page.goto(f"{live_server}/staff/participants/{person.study_id}/schedule")
+        visit = page.locator("#visit-M1")
+        expect(visit.get_by_text(words["overdue"])).to_be_visible()
+        visit.get_by_text(words["set"], exact=True).click()
+        day = (clock.now().astimezone(LOCALES_ZONE[locale]).date() - timedelta(days=10)).isoformat()
+        visit.get_by_label(words["date"], exact=True).fill(day)
+        visit.get_by_role("button", name=words["save"]).click()
+        visit = page.locator("#visit-M1")
+        expect(visit.get_by_role("alert")).to_contain_text(words["past"])
+        db.session.expire_all()
+        m1 = db.session.scalars(
+            sa.select(Visit).where(Visit.participant_id == person.id, Visit.code == "M1")
+        ).one()
+        assert m1.scheduled_at is None
+        assert_accessible(page)
+        SHOTS.mkdir(exist_ok=True)
+        visit.screenshot(path=str(SHOTS / f"past-date-{locale}-1366.png"))
+        visit.get_by_label(words["confirm_box"]).check()
+        visit.get_by_role("button", name=words["confirm"]).click()
+        expect(page.locator("#visit-M1").get_by_text(words["saved"])).to_be_visible()
+        db.session.expire_all()
+        assert db.session.get(Visit, m1.id).scheduled_at is not None
     finally:
         context.close()
