@@ -22,8 +22,11 @@ SCHEDULE = "/staff/participants/JGH-001/schedule"
 
 
 def _events(action: str) -> int:
-    return db.session.scalar(
-        sa.select(sa.func.count(AuditEvent.id)).where(AuditEvent.action == action)
+    return (
+        db.session.scalar(
+            sa.select(sa.func.count(AuditEvent.id)).where(AuditEvent.action == action)
+        )
+        or 0
     )
 
 

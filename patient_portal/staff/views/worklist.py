@@ -71,9 +71,7 @@ def reason_text(row: read_model.Row, reason: read_model.Reason) -> str:
     visit = visit_label(reason.visit_code) if reason.visit_code else ""
     if reason.kind in ("alert_urgent", "alert_routine"):
         assert reason.since is not None
-        age = format_timedelta(
-            clock.now() - reason.since, threshold=1, locale=babel_locale(locale)
-        )
+        age = format_timedelta(clock.now() - reason.since, threshold=1, locale=babel_locale(locale))
         if reason.kind == "alert_urgent":
             text = ngettext(
                 "%(num)d urgent alert open for %(age)s",
