@@ -18,7 +18,7 @@ from patient_portal.protocol.services import get_protocol
 from patient_portal.questionnaires.models import Alert, Assignment
 from patient_portal.questionnaires.states import state_expression, visit_key_expression
 from patient_portal.schedule.models import Visit
-from patient_portal.schedule.services import next_visit
+from patient_portal.schedule.services import timeline
 from patient_portal.timezones import local_instant, local_today
 
 
@@ -113,6 +113,7 @@ class Summary:
     """What a coordinator needs first about a participant, at the top of their page."""
 
     next_visit: Visit | None
+    overdue_visits: list[Visit]
     open_alerts: int
     urgent_alerts: int
     last_contact: ContactAttempt | None
@@ -149,8 +150,11 @@ def participant_summary(participant: Participant, now: datetime | None = None) -
         )
     ).one()
     latest = contacts_of(participant, limit=1)
+    entries = timeline(participant, now)
     return Summary(
-        next_visit=next_visit(participant, now),
+        next_visit=next((e.visit for e in entries if e.state == "next"), None),
+        # Planned, and its day or window is behind us: nobody said what happened.
+        overdue_visits=[e.visit for e in entries if e.state == "past"],
         open_alerts=sum(by_severity.values()),
         urgent_alerts=by_severity.get("urgent", 0),
         last_contact=latest[0] if latest else None,

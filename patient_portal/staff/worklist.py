@@ -38,6 +38,8 @@ KINDS = (
     "undelivered",
 )
 RANK = {kind: number for number, kind in enumerate(KINDS)}
+# Withdrawn participants are asked nothing more; those who finished the study neither.
+FOLLOWED = ("enrolled", "active")
 # Questionnaires missed longer ago than this were followed up at the time, or never will be.
 MISSED_LOOKBACK = timedelta(days=30)
 UNDELIVERED_LOOKBACK = timedelta(days=7)
@@ -150,7 +152,7 @@ def _participants(sites: list[str]) -> list[sa.Row]:
             .outerjoin(last_seen, last_seen.c.participant_id == Participant.id)
             .outerjoin(latest, latest.c.participant_id == Participant.id)
             .outerjoin(ContactAttempt, ContactAttempt.id == latest.c.id)
-            .where(Participant.site_code.in_(sites), Participant.status != "withdrawn")
+            .where(Participant.site_code.in_(sites), Participant.status.in_(FOLLOWED))
         )
     )
 
@@ -162,7 +164,7 @@ def _alert_reasons(sites: list[str]) -> dict[int, list[Reason]]:
         .where(
             Alert.acknowledged_at.is_(None),
             Participant.site_code.in_(sites),
-            Participant.status != "withdrawn",
+            Participant.status.in_(FOLLOWED),
         )
         .order_by(Alert.created_at, Alert.id)
     )
@@ -203,7 +205,7 @@ def _visit_reasons(days: list[SiteDays]) -> dict[int, list[Reason]]:
         .where(
             Visit.status == "planned",
             Participant.site_code.in_(list(by_site)),
-            Participant.status != "withdrawn",
+            Participant.status.in_(FOLLOWED),
             sa.or_(
                 Visit.window_start <= latest_today,
                 Visit.scheduled_at < latest_day_after,
@@ -247,7 +249,7 @@ def _closing_today(days: list[SiteDays], now: datetime) -> dict[int, list[Reason
         .join(Participant, Participant.id == Assignment.participant_id)
         .where(
             Participant.site_code.in_(sites),
-            Participant.status != "withdrawn",
+            Participant.status.in_(FOLLOWED),
             Assignment.closes_at > now,
             Assignment.closes_at <= max(d.tomorrow_starts for d in days),
             state_condition("open", now),
@@ -269,7 +271,7 @@ def _missed_closings(sites: list[str], now: datetime) -> dict[int, list[datetime
         .join(Participant, Participant.id == Assignment.participant_id)
         .where(
             Participant.site_code.in_(sites),
-            Participant.status != "withdrawn",
+            Participant.status.in_(FOLLOWED),
             Assignment.closes_at > now - MISSED_LOOKBACK,
             Assignment.closes_at <= now,
             state_condition("missed", now),
@@ -289,7 +291,7 @@ def _undelivered(sites: list[str], now: datetime) -> dict[int, int]:
             Reminder.status == "failed",
             Reminder.updated_at >= now - UNDELIVERED_LOOKBACK,
             Participant.site_code.in_(sites),
-            Participant.status != "withdrawn",
+            Participant.status.in_(FOLLOWED),
         )
         .group_by(Reminder.participant_id)
     )

@@ -304,3 +304,28 @@ def test_statement_count_does_not_grow_with_participants(app, signed_in):
     many = _statements(app, signed_in, "/staff")
     assert few == many == 8
     assert len(_rows()) > 100  # the seeded year gives the list something to sort
+
+
+def test_the_participant_page_starts_with_a_summary(settled, signed_in, coordinator):
+    person = settled(days=28)
+    _visit(person, "M1").status = "planned"
+    _visit(person, "M0").status = "planned"  # day 0 is four weeks ago: overdue
+    _alert(person, "urgent")
+    contacts.record_contact(person, coordinator, "email", "message_left", None)
+    db.session.commit()
+    page = _text(signed_in.get(f"/staff/participants/{person.study_id}"))
+    summary = page[page.index('id="summary-heading"') : page.index('id="contacts-heading"')]
+    assert "Study ID" in summary and "Day 0" in summary
+    assert "Next visit" in summary and "not booked, window until" in summary
+    assert "Overdue visits" in summary and "Infusion 1 (month 0)" in summary
+    assert "1 urgent" in summary
+    assert "(e-mail), message left" in summary
+    assert "Completion this month" in summary and "100%" in summary
+
+
+def test_a_withdrawn_participant_is_not_on_the_worklist(settled):
+    person = settled()
+    _alert(person, "urgent")
+    person.status = "withdrawn"
+    db.session.commit()
+    assert _kinds(person) == []
