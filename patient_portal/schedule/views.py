@@ -357,8 +357,8 @@ def staff_appointment(study_id: str, code: str):
         request.form.get("notes_fr"),
         request.form.get("reason"),
     )
-    form_keys.remember(key, url_for("schedule.staff_schedule", study_id=study_id))
     db.session.commit()
+    form_keys.remember(key, url_for("schedule.staff_schedule", study_id=study_id))
     return _staff_visit_answer(participant, visit, None)
 
 
@@ -371,8 +371,8 @@ def staff_status(study_id: str, code: str):
     if form_keys.handled(key):
         return _staff_visit_answer(participant, visit, None)
     services.mark_visit(visit, request.form.get("status", ""), request.form.get("reason"))
-    form_keys.remember(key, url_for("schedule.staff_schedule", study_id=study_id))
     db.session.commit()
+    form_keys.remember(key, url_for("schedule.staff_schedule", study_id=study_id))
     return _staff_visit_answer(participant, visit, None)
 
 

@@ -91,6 +91,6 @@ def acknowledge_alert(alert_id: int):
     alerts.acknowledge(
         alert, current_user, request.form.get("outcome", ""), request.form.get("note")
     )
-    form_keys.remember(key, target)
     db.session.commit()
+    form_keys.remember(key, target)
     return redirect(target, 303)

@@ -237,7 +237,7 @@ def record_contact(study_id: str):
         request.form.get("outcome", ""),
         request.form.get("note"),
     )
-    form_keys.remember(key, target)
     db.session.commit()
+    form_keys.remember(key, target)
     flash(_("Contact with %(study_id)s recorded.", study_id=person.study_id))
     return redirect(target, 303)
