@@ -35,7 +35,7 @@ WORDS = {
         "save_contact": "Enregistrer le contact",
         "recorded": "enregistré.",
         "last_contact": "Dernier contact aujourd’hui (téléphone), personne jointe",
-        "acknowledge_link": "Prendre en charge l’alerte",
+        "acknowledge_link": "Prendre en compte l’alerte",
         "outcome": "Appel passé à la personne participante",
         "acknowledge": "Prendre en compte cette alerte",
         "book": "Fixer le rendez-vous",
