@@ -10,7 +10,8 @@ first `--answers-for` participants only, enough to measure the export rate. Then
 dashboard's server time (GET /staff/dashboard through the app, as an admin, median of --repeat)
 cold (figures computed from the database, as after any audited write) and warm (the process's
 cached dashboard, same minute, nothing written since), the cold time of a few filtered views, and
-the answers CSV export rate (answers per second, streamed to nowhere). The seed goes through the
+the answers CSV export rate (answers per second, streamed to nowhere) and the time of the "Today"
+worklist (GET /staff, every site). The seed goes through the
 completion tally's triggers like any write; the tally is then checked against a recount. Prints
 two lines per size and merges the figures into bench/results.json under "dashboard", per engine
 and size, each with the time it was measured.
@@ -392,6 +393,13 @@ def measure(engine: str, sizes: list[int], answers_for: int, repeat: int) -> dic
                         times.append((time.perf_counter() - began) * 1000)
                         assert response.status_code == 200, (query, response.status_code)
                     filtered[query] = round(statistics.median(times), 1)
+                # The "Today" worklist (issue 18): the staff landing page, every site (admin).
+                worklist_times = []
+                for _ in range(repeat):
+                    began = time.perf_counter()
+                    response = client.get("/staff")
+                    worklist_times.append((time.perf_counter() - began) * 1000)
+                    assert response.status_code == 200, response.status_code
                 # The tally the triggers kept while seeding, against a recount of the rows.
                 disagreements, _ = tally.differences()
                 answers = db.session.scalar(sa.text("SELECT count(*) FROM answer"))
@@ -408,6 +416,7 @@ def measure(engine: str, sizes: list[int], answers_for: int, repeat: int) -> dic
                     "dashboard_cold_met": statistics.median(cold) < target if target else None,
                     "dashboard_warm_met": statistics.median(warm) < target if target else None,
                     "dashboard_filtered_cold_ms_median": filtered,
+                    "worklist_ms_median": round(statistics.median(worklist_times), 1),
                     "tally_rows": db.session.scalar(
                         sa.text("SELECT count(*) FROM completion_tally")
                     ),
@@ -431,6 +440,7 @@ def measure(engine: str, sizes: list[int], answers_for: int, repeat: int) -> dic
                     " " * 20
                     + "filtered, cold: "
                     + ", ".join(f"{query} {ms:.1f} ms" for query, ms in filtered.items())
+                    + f"; worklist {statistics.median(worklist_times):.1f} ms"
                     + f"; tally {'agrees with' if not disagreements else 'DIFFERS from'} a recount",
                     flush=True,
                 )

@@ -34,6 +34,7 @@ def _init_extensions(app: Flask) -> None:
         audit,
         demo,
         errors,
+        form_keys,
         grants,
         i18n,
         inputs,
@@ -44,6 +45,7 @@ def _init_extensions(app: Flask) -> None:
     from patient_portal.accounts import auth
     from patient_portal.accounts import cli as accounts_cli
     from patient_portal.accounts import views as accounts_views
+    from patient_portal.contacts import models as contacts_models  # noqa: F401
     from patient_portal.extensions import csrf, db, htmx, limiter, migrate
     from patient_portal.protocol import services as protocol
     from patient_portal.pwa import views as pwa_views
@@ -78,6 +80,7 @@ def _init_extensions(app: Flask) -> None:
     assets.init_app(app)
     errors.init_app(app)
     inputs.init_app(app)
+    form_keys.init_app(app)
     app.register_blueprint(views.bp)
     app.register_blueprint(accounts_views.bp)
     staff_views.init_app(app)

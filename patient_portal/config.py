@@ -154,6 +154,10 @@ def _reminder_settings(env, origin: str) -> dict:
         "PORTAL_REMINDER_MAX_ATTEMPTS": _positive_int(
             env.get("PORTAL_REMINDER_MAX_ATTEMPTS", "5"), "PORTAL_REMINDER_MAX_ATTEMPTS"
         ),
+        # A participant not seen on the portal for this many days is on the worklist.
+        "PORTAL_WORKLIST_INACTIVE_DAYS": _positive_int(
+            env.get("PORTAL_WORKLIST_INACTIVE_DAYS", "14"), "PORTAL_WORKLIST_INACTIVE_DAYS"
+        ),
     }
 
 

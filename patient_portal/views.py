@@ -42,6 +42,7 @@ def nav_links() -> list[tuple[str, str]]:
         return []
     if current_user.is_staff:
         candidates = [
+            ("workspace.worklist", _("Today")),
             ("workspace.dashboard", _("Dashboard")),
             ("staff.participants", _("Participants")),
             ("workspace.exports_page", _("Exports")),

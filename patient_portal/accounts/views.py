@@ -46,7 +46,7 @@ CEREMONY_LIMIT = "20 per minute"
 
 def home_for(owner) -> str:
     """Where someone lands after signing in."""
-    endpoint = "staff.participants" if owner.is_staff else "schedule.home"
+    endpoint = "workspace.worklist" if owner.is_staff else "schedule.home"
     if endpoint not in current_app.view_functions:
         endpoint = "accounts.settings"
     return url_for(endpoint)

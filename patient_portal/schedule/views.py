@@ -27,7 +27,7 @@ from flask_babel import gettext as _
 from flask_login import current_user
 from htmx_flask import request
 
-from patient_portal import clock, timezones
+from patient_portal import clock, form_keys, timezones
 from patient_portal.accounts.auth import participant_of_visible_site, require
 from patient_portal.accounts.models import Participant
 from patient_portal.errors import PortalError, handle_portal_error, rolled_back
@@ -405,15 +405,30 @@ def _visit_of(participant: Participant, code: str) -> Visit:
 def staff_appointment(study_id: str, code: str):
     participant = participant_of_visible_site(study_id, current_user)
     visit = _visit_of(participant, code)
+    key = form_keys.sent_key()
+    if form_keys.handled(key):
+        return _staff_visit_answer(participant, visit, None)
+    day = services.parse_local_date(request.form.get("date"))
+    # A date already past is usually a slip of the calendar: it is saved only once confirmed.
+    if (
+        day < timezones.local_today(visit.zone, clock.now())
+        and request.form.get("confirm_past") != "yes"
+    ):
+        raise PortalError(
+            _("This date is in the past. Please check it, then confirm it to save it."),
+            422,
+            field="confirm_past",
+        )
     services.set_appointment(
         visit,
-        services.parse_local_date(request.form.get("date")),
+        day,
         services.parse_local_time(request.form.get("time")),
         request.form.get("notes_en"),
         request.form.get("notes_fr"),
         request.form.get("reason"),
     )
     db.session.commit()
+    form_keys.remember(key, url_for("schedule.staff_schedule", study_id=study_id))
     return _staff_visit_answer(participant, visit, None)
 
 
@@ -422,8 +437,12 @@ def staff_appointment(study_id: str, code: str):
 def staff_status(study_id: str, code: str):
     participant = participant_of_visible_site(study_id, current_user)
     visit = _visit_of(participant, code)
+    key = form_keys.sent_key()
+    if form_keys.handled(key):
+        return _staff_visit_answer(participant, visit, None)
     services.mark_visit(visit, request.form.get("status", ""), request.form.get("reason"))
     db.session.commit()
+    form_keys.remember(key, url_for("schedule.staff_schedule", study_id=study_id))
     return _staff_visit_answer(participant, visit, None)
 
 

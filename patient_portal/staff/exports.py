@@ -1,4 +1,5 @@
-"""Standard exports, streamed: CSV (completion, answers in long format, scores), a FHIR R4
+"""Standard exports, streamed: CSV (completion, answers in long format, scores, contact
+attempts), a FHIR R4
 Bundle of QuestionnaireResponse with the Questionnaire definitions, and CDISC ODM 1.3.2 XML with
 clinical data and audit records.
 
@@ -26,6 +27,7 @@ from sqlalchemy.orm import aliased
 
 from patient_portal import clock
 from patient_portal.accounts.models import EnrolmentToken, Participant, StaffUser
+from patient_portal.contacts.models import ContactAttempt
 from patient_portal.extensions import db
 from patient_portal.protocol.services import get_protocol
 from patient_portal.questionnaires.fhir import CANONICAL_BASE, instrument_to_fhir
@@ -74,6 +76,7 @@ COMPLETION_COLUMNS = [
     "entered_by",
     "schedule",
 ]
+CONTACT_COLUMNS = ["study_id", "site", "contacted_at", "channel", "outcome", "by", "note"]
 SCORE_COLUMNS = [
     "study_id",
     "site",
@@ -347,6 +350,41 @@ def completion_csv(sites: list[str]) -> Iterator[str]:
         ) in _stream(query)
     )
     return _csv(COMPLETION_COLUMNS, rows)
+
+
+def _contacts_query(sites: list[str]) -> sa.Select:
+    return (
+        sa.select(
+            Participant.study_id,
+            Participant.site_code,
+            ContactAttempt.at,
+            ContactAttempt.channel,
+            ContactAttempt.outcome,
+            StaffUser.email,
+            ContactAttempt.note,
+        )
+        .join(Participant, Participant.id == ContactAttempt.participant_id)
+        .join(StaffUser, StaffUser.id == ContactAttempt.staff_id)
+        .where(Participant.site_code.in_(sites))
+        .order_by(Participant.study_id, ContactAttempt.at, ContactAttempt.id)
+    )
+
+
+def contacts_csv(sites: list[str]) -> Iterator[str]:
+    """The study team's contact attempts: when, how, the outcome, who, and the short note."""
+    rows = (
+        [
+            study_id,
+            site,
+            timestamp(at),
+            channel,
+            outcome,
+            _entered_by(email),
+            _safe_cell(note or ""),
+        ]
+        for study_id, site, at, channel, outcome, email, note in _stream(_contacts_query(sites))
+    )
+    return _csv(CONTACT_COLUMNS, rows)
 
 
 def scores_csv(sites: list[str]) -> Iterator[str]:
@@ -641,6 +679,27 @@ def _replacement_links(sites: list[str]) -> dict[str, list[str]]:
     return comments
 
 
+def _contact_comments(sites: list[str]) -> dict[str, tuple[str, list[str]]]:
+    """Per study ID, its site and the ODM comments on the team's contact attempts: when, by
+    whom, how and the outcome. The short note stays in the portal and the contacts CSV."""
+    comments: dict[str, tuple[str, list[str]]] = {}
+    for study_id, site, at, channel, outcome, email, _note in db.session.execute(
+        _contacts_query(sites)
+    ):
+        comments.setdefault(study_id, (site, []))[1].append(
+            f"Contact attempt at {timestamp(at)} by {_entered_by(email)}: {channel}, {outcome}."
+        )
+    return comments
+
+
+def _annotations(comments: list[str], first: int = 1) -> Iterator[str]:
+    for number, comment in enumerate(comments, start=first):
+        yield (
+            f'<Annotation SeqNum="{number}"><Comment SponsorOrSite="Site">'
+            f"{escape(comment)}</Comment></Annotation>"
+        )
+
+
 def odm_xml(sites: list[str]) -> Iterator[str]:
     """ODM 1.3.2 snapshot: study metadata, admin data (users, sites) and clinical data of
     submitted questionnaires, each item with its audit record (who, where, when)."""
@@ -659,16 +718,14 @@ def odm_xml(sites: list[str]) -> Iterator[str]:
     yield from _admin_data(sites)
     yield f'<ClinicalData StudyOID="CARE-SSc" MetaDataVersionOID="{METADATA_OID}">'
     replacements = _replacement_links(sites)
+    contacts = _contact_comments(sites)
     for study_id, subject_group in groupby(answer_rows(sites), key=lambda r: r.study_id):
         subject_rows = list(subject_group)
         site = subject_rows[0].site_code
         yield f'<SubjectData SubjectKey={quoteattr(study_id)}><SiteRef LocationOID="LOC.{site}"/>'
         # Someone other than the participant may have answered from a replacement link's device.
-        for number, comment in enumerate(replacements.get(study_id, []), start=1):
-            yield (
-                f'<Annotation SeqNum="{number}"><Comment SponsorOrSite="Site">'
-                f"{escape(comment)}</Comment></Annotation>"
-            )
+        comments = replacements.get(study_id, []) + contacts.pop(study_id, ("", []))[1]
+        yield from _annotations(comments)
         for (visit_key, series, occurrence), event_rows in groupby(
             subject_rows, key=lambda r: (r.visit, r.series_code, r.occurrence)
         ):
@@ -704,6 +761,11 @@ def odm_xml(sites: list[str]) -> Iterator[str]:
                 yield "</ItemGroupData></FormData>"
             yield "</StudyEventData>"
         yield "</SubjectData>"
+    # Participants the team tried to reach who have submitted nothing yet.
+    for study_id, (site, comments) in sorted(contacts.items()):
+        yield f'<SubjectData SubjectKey={quoteattr(study_id)}><SiteRef LocationOID="LOC.{site}"/>'
+        yield from _annotations(replacements.get(study_id, []) + comments)
+        yield "</SubjectData>"
     yield "</ClinicalData></ODM>\n"
 
 
@@ -724,6 +786,7 @@ KINDS: dict[str, ExportKind] = {
     "completion.csv": ExportKind(completion_csv, "text/csv", "completion.csv"),
     "answers.csv": ExportKind(answers_csv, "text/csv", "answers.csv"),
     "scores.csv": ExportKind(scores_csv, "text/csv", "scores.csv"),
+    "contacts.csv": ExportKind(contacts_csv, "text/csv", "contacts.csv"),
     "questionnaire-responses.fhir.json": ExportKind(
         fhir_bundle, "application/fhir+json", "fhir.json"
     ),

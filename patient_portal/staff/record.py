@@ -3,6 +3,7 @@ submitted answers, alerts, and the audit events about them and their records."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -10,10 +11,15 @@ import sqlalchemy as sa
 from patient_portal import clock
 from patient_portal.accounts.models import EnrolmentToken, Participant, PasskeyCredential
 from patient_portal.audit import AuditEvent
+from patient_portal.contacts.models import ContactAttempt
+from patient_portal.contacts.services import contacts_of
 from patient_portal.extensions import db
+from patient_portal.protocol.services import get_protocol
 from patient_portal.questionnaires.models import Alert, Assignment
 from patient_portal.questionnaires.states import state_expression, visit_key_expression
 from patient_portal.schedule.models import Visit
+from patient_portal.schedule.services import timeline
+from patient_portal.timezones import local_instant, local_today
 
 
 def participant_assignments(participant: Participant, now: datetime | None = None) -> list[dict]:
@@ -59,6 +65,12 @@ def participant_audit_history(participant: Participant, limit: int = 200) -> lis
             "alert",
             sa.select(sa.cast(Alert.id, as_text)).where(Alert.participant_id == participant.id),
         ),
+        (
+            "contact_attempt",
+            sa.select(sa.cast(ContactAttempt.id, as_text)).where(
+                ContactAttempt.participant_id == participant.id
+            ),
+        ),
         # Links issued and passkeys added: who could sign in as the participant, and why.
         (
             "enrolment_token",
@@ -93,4 +105,59 @@ def participant_audit_history(participant: Participant, limit: int = 200) -> lis
             .order_by(AuditEvent.id.desc())
             .limit(limit)
         )
+    )
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a coordinator needs first about a participant, at the top of their page."""
+
+    next_visit: Visit | None
+    overdue_visits: list[Visit]
+    open_alerts: int
+    urgent_alerts: int
+    last_contact: ContactAttempt | None
+    closed_this_month: int
+    completed_this_month: int
+
+    @property
+    def completion(self) -> float | None:
+        if not self.closed_this_month:
+            return None
+        return self.completed_this_month / self.closed_this_month
+
+
+def participant_summary(participant: Participant, now: datetime | None = None) -> Summary:
+    """Next visit, open alerts, last contact and this month's completion of one participant."""
+    now = now or clock.now()
+    zone = get_protocol().site(participant.site_code).zone
+    month_starts = local_instant(local_today(zone, now).replace(day=1), zone)
+    alerts = db.session.execute(
+        sa.select(Alert.severity, sa.func.count(Alert.id))
+        .where(Alert.participant_id == participant.id, Alert.acknowledged_at.is_(None))
+        .group_by(Alert.severity)
+    ).all()
+    by_severity = dict(alerts)
+    closed, completed = db.session.execute(
+        sa.select(
+            sa.func.count(Assignment.id),
+            sa.func.sum(sa.case((Assignment.status == "completed", 1), else_=0)),
+        ).where(
+            Assignment.participant_id == participant.id,
+            Assignment.status != "withdrawn",
+            Assignment.closes_at >= month_starts,
+            Assignment.closes_at <= now,
+        )
+    ).one()
+    latest = contacts_of(participant, limit=1)
+    entries = timeline(participant, now)
+    return Summary(
+        next_visit=next((e.visit for e in entries if e.state == "next"), None),
+        # Planned, and its day or window is behind us: nobody said what happened.
+        overdue_visits=[e.visit for e in entries if e.state == "past"],
+        open_alerts=sum(by_severity.values()),
+        urgent_alerts=by_severity.get("urgent", 0),
+        last_contact=latest[0] if latest else None,
+        closed_this_month=closed or 0,
+        completed_this_month=int(completed or 0),
     )

@@ -171,6 +171,8 @@ def public_pages(w: World) -> list[str]:
 def staff_pages(w: World) -> list[str]:
     base = f"/staff/participants/{w.study_id}"
     return [
+        "/staff",
+        f"{base}/contacts/new",
         "/staff/participants",
         base,
         f"{base}/schedule",
@@ -207,6 +209,8 @@ SWEPT_ROUTES = {
     "/settings",
     "/reminders",
     "/reminders/email/confirm/<token>",
+    "/staff",
+    "/staff/participants/<study_id>/contacts/new",
     "/staff/participants",
     "/staff/participants/<study_id>",
     "/staff/participants/<study_id>/schedule",

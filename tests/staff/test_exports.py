@@ -16,6 +16,7 @@ from patient_portal import clock
 from patient_portal.accounts import services
 from patient_portal.accounts.models import PasskeyCredential
 from patient_portal.audit import AuditEvent
+from patient_portal.contacts.services import record_contact
 from patient_portal.demo import answer_and_submit
 from patient_portal.extensions import db
 from patient_portal.questionnaires.models import Answer, Assignment, Submission
@@ -25,6 +26,7 @@ KINDS = [
     "completion.csv",
     "answers.csv",
     "scores.csv",
+    "contacts.csv",
     "questionnaire-responses.fhir.json",
     "clinical-data.odm.xml",
 ]
@@ -282,3 +284,33 @@ def test_answers_a_coordinator_entered_are_theirs_in_every_export(signed_in, coo
         assert record.get("EditPoint") == "DataManagement"
         user = record.find(f"{ODM}UserRef").get("UserOID")
         assert user == f"USR.STAFF.{coordinator.email}" and user in users
+
+
+def test_contact_attempts_are_in_the_csv_and_odm_not_in_fhir(
+    signed_in, coordinator, in_year, make_participant
+):
+    answered = in_year("JGH", days=10, habit="all")
+    quiet = make_participant(site_code="JGH", day0=None)
+    record_contact(answered, coordinator, "phone", "no_answer", "=call after 5")
+    record_contact(quiet, coordinator, "in_person", "reached", None)
+    db.session.commit()
+    _response, text = _download(signed_in, "contacts.csv")
+    rows = _rows(text)
+    assert [(r["study_id"], r["channel"], r["outcome"]) for r in rows] == [
+        (answered.study_id, "phone", "no_answer"),
+        (quiet.study_id, "in_person", "reached"),
+    ]
+    assert rows[0]["by"] == f"staff:{coordinator.email}"
+    assert rows[0]["note"] == "'=call after 5"  # never a spreadsheet formula
+    _response, odm = _download(signed_in, "clinical-data.odm.xml")
+    root = ET.fromstring(odm)
+    comments = {
+        subject.get("SubjectKey"): [c.text for c in subject.iter(f"{ODM}Comment")]
+        for subject in root.iter(f"{ODM}SubjectData")
+    }
+    assert any("phone, no_answer" in c for c in comments[answered.study_id])
+    # Reached in person before answering anything: the subject is there with the annotation.
+    assert any("in_person, reached" in c for c in comments[quiet.study_id])
+    assert "call after 5" not in odm
+    _response, fhir = _download(signed_in, "questionnaire-responses.fhir.json")
+    assert "no_answer" not in fhir and "in_person" not in fhir

@@ -14,7 +14,14 @@ from flask_login import current_user
 from patient_portal import errors
 from patient_portal.accounts.auth import participant_of_visible_site
 from patient_portal.errors import PortalError
-from patient_portal.staff.views import audit_log, dashboard, exports, participants, team
+from patient_portal.staff.views import (
+    audit_log,
+    dashboard,
+    exports,
+    participants,
+    team,
+    worklist,
+)
 from patient_portal.staff.views.blueprints import staff, workspace
 from patient_portal.staff.views.labels import template_helpers
 
@@ -27,6 +34,7 @@ __all__ = [
     "participants",
     "staff",
     "team",
+    "worklist",
     "workspace",
 ]
 
@@ -44,6 +52,7 @@ FORM_PAGES: dict[str, Callable] = {
     "staff.invite_staff": team.team_page,
     "staff.update_member": team.team_page,
     "staff.set_member_active": team.team_page,
+    "staff.record_contact": worklist.contact_page,
 }
 
 

@@ -13,6 +13,7 @@ from flask import abort, make_response, redirect, render_template, request, url_
 from flask_babel import gettext as _
 from flask_login import current_user
 
+from patient_portal import form_keys
 from patient_portal.accounts.auth import participant_of_visible_site, require
 from patient_portal.extensions import db
 from patient_portal.questionnaires import alerts
@@ -83,8 +84,13 @@ def acknowledge_alert(alert_id: int):
     if alert is None:
         abort(404)
     participant_of_visible_site(alert.participant.study_id, current_user)
+    target = local_path(request.form.get("next"), url_for("workspace.dashboard"))
+    key = form_keys.sent_key()
+    if form_keys.handled(key):
+        return redirect(target, 303)
     alerts.acknowledge(
         alert, current_user, request.form.get("outcome", ""), request.form.get("note")
     )
     db.session.commit()
-    return redirect(local_path(request.form.get("next"), url_for("workspace.dashboard")), 303)
+    form_keys.remember(key, target)
+    return redirect(target, 303)

@@ -6,20 +6,28 @@ Every query is filtered by the sites the staff member may see; another site's pa
 
 from __future__ import annotations
 
-import secrets
 from datetime import date
 
 import segno
 import sqlalchemy as sa
-from flask import abort, redirect, render_template, request, session, url_for
+from flask import (
+    abort,
+    get_flashed_messages,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_babel import gettext as _
 from flask_login import current_user
 from markupsafe import Markup
 
-from patient_portal import clock
+from patient_portal import clock, form_keys
 from patient_portal.accounts import services
 from patient_portal.accounts.auth import participant_of_visible_site, require, visible_site_codes
 from patient_portal.accounts.models import REPLACEMENT_REASONS, Participant, StaffUser
+from patient_portal.contacts.services import CHANNEL_LABELS, OUTCOME_LABELS, contacts_of
 from patient_portal.errors import PortalError
 from patient_portal.extensions import db, limiter
 from patient_portal.i18n import LANGUAGES, current_language
@@ -45,10 +53,6 @@ def qr_svg(url: str) -> Markup:
 # The link just made waits in the server-side session until it is shown, once: the page that
 # shows it is a GET (Post/Redirect/Get), so reloading it never makes another participant or link.
 LINK_TO_SHOW = "enrolment_link_to_show"
-# The enrolment forms this session has handled, by the key each form carries, and the study ID
-# each made: a form sent again (back button, a second press) opens that participant instead.
-HANDLED_FORMS = "handled_enrolment_forms"
-HANDLED_KEPT = 20
 
 
 def show_link_once(owner: Participant | StaffUser, raw_token: str):
@@ -105,8 +109,6 @@ def participants_page(error: PortalError | None = None):
         participants=rows,
         sites=sites,
         languages=LANGUAGES,
-        # A new key for each form shown: sending the same form twice enrols once.
-        form_key=secrets.token_urlsafe(16),
         error=error.message if error else None,
     )
     return page, error.status if error else 200
@@ -122,10 +124,11 @@ def participants():
 @require("staff")
 @limiter.limit("30 per minute")
 def enrol_participant():
-    form_key = request.form.get("form_key", "")[:64]
-    handled: dict[str, str] = session.get(HANDLED_FORMS, {})
-    if form_key and form_key in handled:
-        return redirect(url_for("staff.participant", study_id=handled[form_key]), 303)
+    # The same form sent again (back button, a second press) opens the participant it made.
+    key = form_keys.sent_key()
+    made = form_keys.handled(key)
+    if made:
+        return redirect(made, 303)
     site_code = request.form.get("site", "")
     if site_code not in visible_site_codes(current_user):
         raise PortalError(_("Please choose one of your sites."), 422)
@@ -134,9 +137,7 @@ def enrol_participant():
         site_code, request.form.get("language", ""), day0, current_user
     )
     db.session.commit()
-    if form_key:
-        kept = list(handled.items())[-(HANDLED_KEPT - 1) :]
-        session[HANDLED_FORMS] = {**dict(kept), form_key: participant.study_id}
+    form_keys.remember(key, url_for("staff.participant", study_id=participant.study_id))
     return show_link_once(participant, raw)
 
 
@@ -157,6 +158,11 @@ def participant_page(person: Participant, error: PortalError | None = None):
         assignments=record.participant_assignments(person),
         submitted=submissions_of(person, with_answers=True),
         alerts=record.participant_alerts(person),
+        summary=record.participant_summary(person),
+        contacts=contacts_of(person),
+        channel_labels=CHANNEL_LABELS,
+        outcome_labels=OUTCOME_LABELS,
+        messages=get_flashed_messages(),
         history=record.participant_audit_history(person),
         answer_rows=_answer_rows,
         error=error.message if error else None,
