@@ -319,7 +319,12 @@ def completion_matrix(filters: Filters, now: datetime) -> tuple[list[MatrixRow],
     and stops at its fiftieth, where a window count would read every participant first.
     """
     matching = _matrix_participants(filters, now)
-    columns = [Participant.id, Participant.study_id, Participant.site_code, Participant.status]
+    columns: list[Any] = [
+        Participant.id,
+        Participant.study_id,
+        Participant.site_code,
+        Participant.status,
+    ]
     checked_one_by_one = bool(filters.visit or filters.instrument or filters.state)
     if checked_one_by_one:
         columns.append(sa.func.count().over().label("total"))
