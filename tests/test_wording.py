@@ -119,9 +119,11 @@ def test_english_names_the_study_team_one_way():
 
 def test_offline_and_signed_out_are_distinct_in_both_languages():
     quebec = wording.effective_french("CA")
-    offline = {quebec["You are offline"][0], quebec["You are not connected"][0]}
+    offline = {quebec["You are offline"][0]}
     signed_out = {quebec["You are signed out"][0], quebec["Signed out"][0]}
     assert offline == {"Vous êtes hors ligne"}
+    # English says it one way too: "not connected" could mean either.
+    assert "You are not connected" not in quebec
     assert not offline & signed_out
     assert all("connect" not in text for text in signed_out)
 

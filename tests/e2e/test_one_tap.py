@@ -32,7 +32,7 @@ WORDS = {
         "back": "Retour à mes questionnaires",
         "menu": "Menu",
         "exit": "Faire une pause",
-        "offline": "Vous n’êtes pas connecté",
+        "offline": "Vous êtes hors ligne",
     },
     "en-CA": {
         "language": "en",
@@ -45,7 +45,7 @@ WORDS = {
         "back": "Back to my questionnaires",
         "menu": "Menu",
         "exit": "Stop for now",
-        "offline": "You are not connected",
+        "offline": "You are offline",
     },
 }
 # What the month-3 visit asks, with that week's check-in.

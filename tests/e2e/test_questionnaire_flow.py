@@ -47,7 +47,7 @@ WORDS = {
         "review": "Review your answers",
         "send": "Send my answers",
         "done": "Thank you, your answers have been sent",
-        "offline": "You are not connected",
+        "offline": "You are offline",
     },
 }
 
