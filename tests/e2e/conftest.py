@@ -101,6 +101,28 @@ def new_phone(browser: Browser) -> Iterator:
         context.close()
 
 
+@pytest.fixture
+def screen(browser: Browser) -> Iterator:
+    """screen(width, height, locale) -> a Page in a fresh desktop or tablet profile."""
+    contexts: list[BrowserContext] = []
+
+    def make(width: int, height: int, locale: str) -> Page:
+        context = browser.new_context(
+            viewport={"width": width, "height": height},
+            locale=locale,
+            timezone_id=LOCALES[locale],
+            # Only so that axe-core can be injected; the pages' own CSP is tested elsewhere.
+            bypass_csp=True,
+        )
+        context.set_default_timeout(10_000)
+        contexts.append(context)
+        return context.new_page()
+
+    yield make
+    for context in contexts:
+        context.close()
+
+
 def assert_accessible(page: Page) -> None:
     """axe-core finds no violation on the page as it is now."""
     page.add_script_tag(path=str(AXE_SCRIPT))

@@ -4,13 +4,12 @@ row, and no study ID wraps in the middle ("CHUM-" then "001") (issue 18, item 6)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Page
 
-from tests.e2e.conftest import LOCALES, assert_accessible, assert_no_horizontal_scroll
+from tests.e2e.conftest import assert_accessible, assert_no_horizontal_scroll
 from tests.factories import open_session_for
 from tests.staff_world import staff_world
 
@@ -38,28 +37,6 @@ WRAPPED_STUDY_IDS = """() => [...document.querySelectorAll('main a, main th, mai
 
 FILTER_ROWS = """() => new Set([...document.querySelectorAll('#filters .filter-grid > .field')]
   .map(field => Math.round(field.getBoundingClientRect().bottom))).size"""
-
-
-@pytest.fixture
-def screen(browser: Browser) -> Iterator:
-    """screen(width, height, locale) -> a Page in a fresh desktop or tablet profile."""
-    contexts = []
-
-    def make(width: int, height: int, locale: str) -> Page:
-        context = browser.new_context(
-            viewport={"width": width, "height": height},
-            locale=locale,
-            timezone_id=LOCALES[locale],
-            # Only so that axe-core can be injected; the pages' own CSP is tested elsewhere.
-            bypass_csp=True,
-        )
-        context.set_default_timeout(10_000)
-        contexts.append(context)
-        return context.new_page()
-
-    yield make
-    for context in contexts:
-        context.close()
 
 
 def _signed_in(page: Page, live_server: str, person) -> None:
