@@ -21,6 +21,8 @@ from flask_babel import ngettext
 from patient_portal.accounts.models import REPLACEMENT_REASONS, StaffUser
 from patient_portal.accounts.services import replacement_reason_label
 from patient_portal.audit import AuditEvent
+from patient_portal.contacts.services import CHANNEL_LABELS as CONTACT_CHANNELS
+from patient_portal.contacts.services import OUTCOME_LABELS as CONTACT_OUTCOMES
 from patient_portal.extensions import db
 from patient_portal.i18n import language_name, passkey_label, site_date, site_datetime
 from patient_portal.protocol.services import get_protocol
@@ -243,6 +245,19 @@ def _staff_sentence(message: object) -> Callable[[_Facts], str]:
         return str(message) % {"actor": f.actor, "member": f.staff_member()}
 
     return sentence
+
+
+def _contact(f: _Facts) -> str:
+    """A contact attempt: how, and whether the participant was reached (the note stays out)."""
+    channel = CONTACT_CHANNELS.get(f.after.get("channel", ""), f.after.get("channel", ""))
+    outcome = CONTACT_OUTCOMES.get(f.after.get("outcome", ""), f.after.get("outcome", ""))
+    return _(
+        "%(actor)s recorded a contact with %(participant)s (%(channel)s): %(outcome)s.",
+        actor=f.actor,
+        participant=f.participant,
+        channel=channel,
+        outcome=outcome,
+    )
 
 
 def _export(f: _Facts) -> str:
@@ -508,6 +523,7 @@ SENTENCES: dict[str, Callable[[_Facts], str]] = {
         _l("%(actor)s checked that reminders reach %(participant)s."),
         _l("%(participant)s checked that reminders reach them."),
     ),
+    "contact.recorded": _contact,
     "reminder_email.changed": _reminder_email,
     "reminder_email.verification_sent": _participant_sentence(
         _l("%(actor)s sent %(participant)s a link to confirm their reminder e-mail address."),
