@@ -92,6 +92,21 @@ def test_the_audit_history_tells_who_did_what_to_whom(
     assert "visit.appointment_set" not in page and "questionnaire.submitted" not in page
 
 
+def test_a_contact_attempt_reads_as_a_sentence_without_its_note(
+    app, client, sign_in, make_participant, make_staff, now
+):
+    from patient_portal.contacts.services import record_contact
+    from patient_portal.extensions import db
+
+    world = staff_world(app, make_participant, make_staff, language="en")
+    record_contact(world.montreal, world.coordinator, "phone", "no_answer", "left at reception")
+    db.session.commit()
+    sign_in(client, world.coordinator)
+    page = _text(client.get(f"/staff/participants/{world.montreal.study_id}"))
+    assert "A. Martin recorded a contact with JGH-001 (phone): no answer." in page, page
+    assert "contact.recorded" not in page
+
+
 def test_the_audit_sentences_are_french_for_a_french_viewer(
     app, client, sign_in, make_participant, make_staff, now
 ):
