@@ -59,14 +59,17 @@ def person_text_locale(person) -> str:
     return text_locale(person.language, _country_of(person))
 
 
+def site_codes_of(person) -> list[str]:
+    """A participant's site, or a staff member's sites (every site for one without any): the
+    first decides their dates, zone and French."""
+    if person.kind == "participant":
+        return [person.site_code]
+    return person.site_codes or list(get_protocol().sites)
+
+
 def _country_of(person) -> str | None:
     protocol = get_protocol()
-    # Staff of every site (admins) read as the first site, as their dates do.
-    codes = (
-        [person.site_code]
-        if person.kind == "participant"
-        else (person.site_codes or list(protocol.sites))
-    )
+    codes = site_codes_of(person)
     return protocol.site(codes[0]).country if codes and codes[0] in protocol.sites else None
 
 
@@ -136,12 +139,7 @@ def person_locale_and_zone(person) -> tuple[str, ZoneInfo]:
     protocol = get_protocol()
     language = current_language()
     if person is not None and getattr(person, "is_authenticated", False):
-        codes = (
-            [person.site_code]
-            if person.kind == "participant"
-            else (person.site_codes or list(protocol.sites))
-        )
-        site = protocol.site(codes[0])
+        site = protocol.site(site_codes_of(person)[0])
         return site.formatting_locale(language), site.zone
     return formatting_locale(language, None), ZoneInfo("America/Toronto")
 
@@ -171,13 +169,10 @@ def local_date(value: date | datetime, format: str = "medium") -> str:
 
 def viewer_sites() -> list[Site]:
     """The sites the signed-in staff member covers (every site for an admin without one)."""
-    protocol = get_protocol()
     person = current_user
     if person is None or not getattr(person, "is_authenticated", False):
         return []
-    if person.kind == "participant":
-        return [protocol.site(person.site_code)]
-    return [protocol.site(code) for code in (person.site_codes or list(protocol.sites))]
+    return [get_protocol().site(code) for code in site_codes_of(person)]
 
 
 def viewer_covers_zones() -> bool:

@@ -220,7 +220,7 @@ def contact():
 @require("participant")
 def after_infusion():
     """What to expect and when to call after an infusion: one page for everyone, whatever was
-    given, so that nothing on it can tell one arm from another."""
+    given, so that nothing on it can reveal what a participant received (blinding)."""
     site = services.site_of(current_user)
     return render_template("schedule/after_infusion.html", site=site)
 

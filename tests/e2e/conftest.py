@@ -7,7 +7,8 @@ import os
 import shutil
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -76,51 +77,46 @@ def live_server(app) -> Iterator[str]:
     server.server_close()
 
 
-@pytest.fixture
-def new_phone(browser: Browser) -> Iterator:
-    """new_phone(locale="fr-CA") -> a Page in a fresh phone-sized browser profile."""
+@contextmanager
+def _fresh_profiles(browser: Browser) -> Iterator[Callable[..., Page]]:
+    """page_in(locale, **profile) -> a Page in a fresh browser profile; all closed afterwards."""
     contexts: list[BrowserContext] = []
 
-    def make(locale: str = "fr-CA") -> Page:
+    def page_in(locale: str, **profile) -> Page:
         context = browser.new_context(
-            viewport=PHONE,
-            device_scale_factor=2,
-            is_mobile=True,
-            has_touch=True,
             locale=locale,
             timezone_id=LOCALES[locale],
             # Only so that axe-core can be injected; the pages' own CSP is tested elsewhere.
             bypass_csp=True,
+            **profile,
         )
         context.set_default_timeout(10_000)
         contexts.append(context)
         return context.new_page()
 
-    yield make
-    for context in contexts:
-        context.close()
+    try:
+        yield page_in
+    finally:
+        for context in contexts:
+            context.close()
+
+
+@pytest.fixture
+def new_phone(browser: Browser) -> Iterator:
+    """new_phone(locale="fr-CA") -> a Page in a fresh phone-sized browser profile."""
+    with _fresh_profiles(browser) as page_in:
+        yield lambda locale="fr-CA": page_in(
+            locale, viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True
+        )
 
 
 @pytest.fixture
 def screen(browser: Browser) -> Iterator:
     """screen(width, height, locale) -> a Page in a fresh desktop or tablet profile."""
-    contexts: list[BrowserContext] = []
-
-    def make(width: int, height: int, locale: str) -> Page:
-        context = browser.new_context(
-            viewport={"width": width, "height": height},
-            locale=locale,
-            timezone_id=LOCALES[locale],
-            # Only so that axe-core can be injected; the pages' own CSP is tested elsewhere.
-            bypass_csp=True,
+    with _fresh_profiles(browser) as page_in:
+        yield lambda width, height, locale: page_in(
+            locale, viewport={"width": width, "height": height}
         )
-        context.set_default_timeout(10_000)
-        contexts.append(context)
-        return context.new_page()
-
-    yield make
-    for context in contexts:
-        context.close()
 
 
 def assert_accessible(page: Page) -> None:

@@ -89,6 +89,18 @@ def _in_view(page, locator) -> bool:
     return box is not None and box["y"] >= 0 and box["y"] + box["height"] <= height
 
 
+def _signed_in_participant(make_participant, new_phone, live_server, locale):
+    """A participant of the journey's site whose first infusion is in 10 days, and their phone."""
+    words = JOURNEYS[locale]
+    participant = make_participant(
+        site_code=words["site"],
+        language=words["language"],
+        day0=date.today() + timedelta(days=10),
+    )
+    db.session.commit()
+    return participant, _participant_page(new_phone, live_server, participant, locale)
+
+
 def _participant_page(new_phone, live_server, participant, locale):
     page = new_phone(locale)
     page.context.add_cookies(
@@ -118,13 +130,7 @@ def test_reminder_settings_on_one_screen(
     app, live_server, new_phone, make_participant, smtp, locale
 ):
     words = JOURNEYS[locale]
-    participant = make_participant(
-        site_code=words["site"],
-        language=words["language"],
-        day0=date.today() + timedelta(days=10),
-    )
-    db.session.commit()
-    page = _participant_page(new_phone, live_server, participant, locale)
+    _participant, page = _signed_in_participant(make_participant, new_phone, live_server, locale)
     page.goto(live_server + "/reminders")
     assert_accessible(page)
     assert_no_horizontal_scroll(page)
@@ -197,13 +203,7 @@ def test_dark_theme_keeps_the_contrast(
     live_server, new_phone, make_participant, make_staff, locale
 ):
     words = JOURNEYS[locale]
-    participant = make_participant(
-        site_code=words["site"],
-        language=words["language"],
-        day0=date.today() + timedelta(days=10),
-    )
-    db.session.commit()
-    page = _participant_page(new_phone, live_server, participant, locale)
+    participant, page = _signed_in_participant(make_participant, new_phone, live_server, locale)
     page.emulate_media(color_scheme="dark")
     for path in ("/reminders", "/home", "/visits", "/settings", "/questionnaires"):
         page.goto(live_server + path)
