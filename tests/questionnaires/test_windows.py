@@ -155,3 +155,44 @@ def test_overview_lists_open_soon_and_done(planned, clock):
     assert {(a.series_code, a.occurrence) for a in overview.open} == {("WEEKLY", 3), (None, 0)}
     assert [a.occurrence for a in overview.due_soon] == [4]
     assert overview.done == []
+
+
+def test_overview_lists_the_last_ten_sent_newest_first_and_never_a_missed_one(planned, clock):
+    """Late in the year: twelve check-ins sent (one of them late, the day after the next one),
+    one missed, one started and still finishable in its grace hours."""
+    from patient_portal.questionnaires.models import Submission
+
+    participant = planned()
+    series = sorted(
+        (a for a in _assignments(participant) if a.series_code == "WEEKLY"),
+        key=lambda a: a.occurrence,
+    )
+    for assignment in series[:12]:
+        assignment.status = "completed"
+        sent = assignment.opens_at + timedelta(days=1)
+        if assignment.occurrence == 2:
+            sent = series[3].opens_at + timedelta(days=2)  # sent after week 4's
+        db.session.add(
+            Submission(
+                assignment_id=assignment.id,
+                submitted_at=sent,
+                language="fr",
+                instrument_version="1.0",
+                answers={},
+                scores={},
+                scorer_versions={},
+            )
+        )
+    started = series[13]
+    started.status = "in_progress"
+    db.session.commit()
+    clock.set(started.closes_at + timedelta(minutes=30))
+
+    overview = services.participant_questionnaires(participant)
+
+    newest_first = [11, 10, 9, 8, 7, 6, 5, 4, 2, 3]
+    assert [a.occurrence for a in overview.done if a.series_code == "WEEKLY"] == newest_first
+    assert len(overview.done) == services.DONE_SHOWN
+    shown = overview.open + overview.due_soon + overview.done
+    assert series[12] not in shown  # missed: never listed
+    assert started in overview.open  # still finishable
