@@ -37,8 +37,14 @@ from patient_portal.questionnaires.states import (
 )
 from patient_portal.reminders.models import Reminder
 from patient_portal.schedule.models import Visit
+from patient_portal.staff import standing
 from patient_portal.staff.filters import PAGE_SIZE, Filters, visit_keys
-from patient_portal.staff.models import CompletionTally, hour_number, hour_start
+from patient_portal.staff.models import (
+    CompletionTally,
+    QuestionnaireStanding,
+    hour_number,
+    hour_start,
+)
 
 _CACHE_LOCK = threading.Lock()
 LIST_LIMIT = 50
@@ -264,15 +270,24 @@ def _matrix_participants(filters: Filters, now: datetime) -> sa.Select:
     """The participants the matrix lists: of the sites in scope, with the study ID searched,
     and with a questionnaire of the visit, instrument and state asked for.
 
-    Questionnaires open now lie in a short range of opening times, so they are looked up once
-    (IN); any other filter is checked participant by participant (a correlated EXISTS), so a
-    page can stop at its fiftieth.
+    A state alone or a visit alone is the questionnaire standing's answer. Otherwise the
+    questionnaires are checked: those open now lie in a short range of opening times, so they
+    are looked up once (IN); any other filter is checked participant by participant (a
+    correlated EXISTS), so a page can stop at its fiftieth.
     """
     query = sa.select(Participant.id).where(Participant.site_code.in_(filters.sites))
     if filters.study_id:
         query = query.where(Participant.study_id.startswith(filters.study_id, autoescape=True))
     if not (filters.visit or filters.instrument or filters.state):
         return query
+    if _reads_standing(filters):
+        # Participant by participant in study ID order, one look-up in the standing each, so a
+        # page stops at its fiftieth (the standing is brought up to date by the caller).
+        return query.where(
+            sa.exists().where(
+                QuestionnaireStanding.participant_id == Participant.id, _standing_says(filters)
+            )
+        )
     series_codes = set(get_protocol().series_codes())
     correlated = filters.state != "open"
     if filters.visit and filters.visit not in series_codes:
@@ -297,6 +312,35 @@ def _matrix_participants(filters: Filters, now: datetime) -> sa.Select:
     return query.where(Participant.id.in_(wanted))
 
 
+def _standing_says(filters: Filters) -> sa.ColumnElement[bool]:
+    """The standing's answer to a state alone or a visit alone."""
+    standing = QuestionnaireStanding
+    if filters.state:
+        return getattr(standing, filters.state).is_(True)
+    # A plain search for ",M3," (LIKE would build its pattern row by row).
+    find = "strpos" if db.session.get_bind().dialect.name == "postgresql" else "instr"
+    return getattr(sa.func, find)(standing.visits, f",{filters.visit},") > 0
+
+
+def _standing_count(filters: Filters) -> int:
+    """How many participants of the sites in scope the standing says match: one narrow table."""
+    standing = QuestionnaireStanding
+    return (
+        db.session.scalar(
+            sa.select(sa.func.count()).where(
+                standing.site_code.in_(filters.sites), _standing_says(filters)
+            )
+        )
+        or 0
+    )
+
+
+def _reads_standing(filters: Filters) -> bool:
+    """A state alone or a visit alone: the questionnaire standing answers either per participant;
+    together, or with a questionnaire, they are checked against the questionnaires."""
+    return bool(filters.state) != bool(filters.visit) and not filters.instrument
+
+
 def _cell(counts: dict[str, int]) -> MatrixCell:
     """One state for a visit's questionnaires: what needs attention first."""
     total = sum(counts.values())
@@ -312,12 +356,15 @@ def _cell(counts: dict[str, int]) -> MatrixCell:
 def completion_matrix(filters: Filters, now: datetime) -> tuple[list[MatrixRow], int]:
     """One page of participants by visit, each cell with its state; and the number of rows.
 
-    Filtered by visit, questionnaire or state, the page and the count come from one statement
-    (a window count): counting checks every participant in scope anyway, and the page's fifty
-    come out of the same pass, where two statements checked them twice (issue 19). Otherwise
-    they are two statements: the count reads an index, and the page alone walks the study IDs
-    and stops at its fiftieth, where a window count would read every participant first.
+    A state alone or a visit alone is read from the questionnaire standing (one row per
+    participant, brought up to date first): the count reads that narrow table, and the page
+    walks the study IDs and stops at its fiftieth, in two statements. Filtered by a
+    questionnaire, or by a state and a visit together, each participant's questionnaires are
+    checked, and the page and the count come from one statement (a window count), where two
+    statements checked every participant twice (issue 19). Unfiltered, the count reads an index.
     """
+    if _reads_standing(filters):
+        standing.bring_up_to_date(now)
     matching = _matrix_participants(filters, now)
     columns: list[Any] = [
         Participant.id,
@@ -325,7 +372,9 @@ def completion_matrix(filters: Filters, now: datetime) -> tuple[list[MatrixRow],
         Participant.site_code,
         Participant.status,
     ]
-    checked_one_by_one = bool(filters.visit or filters.instrument or filters.state)
+    checked_one_by_one = bool(filters.visit or filters.instrument or filters.state) and not (
+        _reads_standing(filters)
+    )
     if checked_one_by_one:
         columns.append(sa.func.count().over().label("total"))
     page = db.session.execute(
@@ -336,6 +385,8 @@ def completion_matrix(filters: Filters, now: datetime) -> tuple[list[MatrixRow],
     ).all()
     if checked_one_by_one and page:
         total = page[0].total
+    elif _reads_standing(filters) and not filters.study_id:
+        total = _standing_count(filters)
     else:
         total = db.session.scalar(sa.select(sa.func.count()).select_from(matching.subquery())) or 0
     if not page:

@@ -50,3 +50,37 @@ class CompletionTally(db.Model):
     opens_hour: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     closes_hour: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     total: Mapped[int] = mapped_column(default=0)
+
+
+class QuestionnaireStanding(db.Model):
+    """Per participant: in which states their questionnaires are, and until when that holds.
+
+    The matrix's state and visit filters ask "who has a missed (open, …) questionnaire", "who
+    has one at M3"; checked participant by participant, that read every participant's
+    questionnaires at each view (0.2–0.35 s at 100,000 participants). A row here answers it for
+    one participant. States change with the clock, so each row says until when it holds: the
+    next opening or closing among the participant's questionnaires not done. Triggers on
+    `assignment` (migration 2c7f9a4e1b86) set `fresh_until` to 0 whenever one of the
+    participant's questionnaires is written, and the dashboard recounts the rows whose time has
+    come before it reads them (standing.py), so a row is never read stale.
+    """
+
+    __tablename__ = "questionnaire_standing"
+
+    participant_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("participant.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    # The participant's site, copied as the tally copies it (a participant never changes site):
+    # "how many at these sites have one missed" reads this table alone.
+    site_code: Mapped[str] = mapped_column(sa.String(10))
+    upcoming: Mapped[bool] = mapped_column(default=False)
+    open: Mapped[bool] = mapped_column(default=False)
+    completed: Mapped[bool] = mapped_column(default=False)
+    missed: Mapped[bool] = mapped_column(default=False)
+    withdrawn: Mapped[bool] = mapped_column(default=False)
+    # The visit keys (visit codes, series codes) of the participant's questionnaires, between
+    # commas: ",M0,M1,M3,WEEKLY,".
+    visits: Mapped[str] = mapped_column(sa.Text, default="")
+    # Whole seconds since 1970 (UTC) until which the states hold: 0 = recount now (a
+    # questionnaire was written), None = until a questionnaire is written.
+    fresh_until: Mapped[int | None] = mapped_column(sa.BigInteger, index=True)

@@ -209,7 +209,7 @@ def test_tally_command_reports_a_disagreement_and_repairs_it(app, in_year):
     runner = app.test_cli_runner()
     result = runner.invoke(args=["workspace", "tally"])
     assert result.exit_code == 0, result.output
-    assert "agrees" in result.output
+    assert "agree with the assignments" in result.output
     # Something wrote behind the triggers' back (a restore of one table, say).
     db.session.execute(
         sa.update(CompletionTally)
