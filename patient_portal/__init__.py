@@ -108,12 +108,14 @@ def _connect_features(app: Flask) -> None:
     from patient_portal.reminders import planning as reminders_planning
     from patient_portal.reminders import views as reminders_views
     from patient_portal.schedule.views import HomeSection
+    from patient_portal.staff import standing
 
     signals.participant_changed.connect(planning.plan_year, weak=False)
     signals.participant_withdrawn.connect(questionnaires_services.close_for_withdrawal, weak=False)
     signals.participant_withdrawn.connect(reminders_planning.cancel_reminders_for, weak=False)
     signals.reminder_preferences_changed.connect(reminders_planning.plan_reminders, weak=False)
     signals.replacement_passkey_added.connect(reminders_planning.notify_new_device, weak=False)
+    signals.worker_pass.connect(standing.bring_up_to_date, weak=False)
     app.extensions["home_sections"] = [
         HomeSection("accounts/_new_device_banner.html", accounts_views.new_device_banner),
         HomeSection("questionnaires/_home_section.html", questionnaires_views.home_section),

@@ -29,3 +29,9 @@ replacement_passkey_added = _portal.signal("replacement-passkey-added")
 link (issued while they already had one); `added_at` is when. The participant is told on every
 channel they chose that can carry it (the e-mail), since the link may not have been used by
 them."""
+
+worker_pass = _portal.signal("worker-pass")
+"""Sender: the moment (`clock.now()`) of a pass of the background worker (`flask reminders
+dispatch --loop`, every 15 seconds). Receivers bring what the clock alone changes up to date, so
+no one's request pays for it: the dashboard's questionnaire standing, whose rows fall due in
+waves when windows open and close at a site's midnight."""

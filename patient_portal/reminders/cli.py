@@ -3,7 +3,8 @@
 
 Run the dispatcher as its own service (systemd, a container) with `--loop`, or from cron without
 it; several may run at once on PostgreSQL. The loop also re-plans everyone every hour, so the
-planning horizon moves with the clock for participants who do not open the portal.
+planning horizon moves with the clock for participants who do not open the portal, and at each
+pass tells the other features the time (`signals.worker_pass`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import click
 from flask import Flask
 from flask.cli import AppGroup
 
-from patient_portal import clock
+from patient_portal import clock, signals
 from patient_portal.extensions import db
 from patient_portal.reminders.dispatch import DispatchCounts, Dispatcher
 from patient_portal.reminders.planning import plan_everyone
@@ -71,6 +72,7 @@ def dispatch_command(loop: bool, interval: float, plan_every: float) -> None:
                 plan_everyone()
                 last_plan = time.monotonic()
             counts = dispatcher.run_once()
+            signals.worker_pass.send(clock.now())
             if counts.claimed:
                 click.echo(f"{clock.now():%Y-%m-%d %H:%M:%S}Z {_summary(counts)}")
         except Exception as error:  # the database restarting must not stop the service

@@ -35,7 +35,9 @@ def tally_command(repair: bool) -> None:
     count, first = tally.differences()
     off = standing.differences(clock.now())
     if not count and not off:
-        click.echo("The completion tally and the questionnaire standing agree with the assignments.")
+        click.echo(
+            "The completion tally and the questionnaire standing agree with the assignments."
+        )
         return
     if count:
         click.echo(f"The completion tally and the assignments disagree on {count} key(s):")

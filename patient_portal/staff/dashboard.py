@@ -59,11 +59,7 @@ def _assignments_in_scope(query: sa.Select, filters: Filters, now: datetime) -> 
     query = query.join(Participant, Participant.id == Assignment.participant_id).outerjoin(
         Visit, Visit.id == Assignment.visit_id
     )
-    # The site as an expression no index serves: these queries are bounded by opening or
-    # closing times (or a study ID), and with one site asked for, SQLite otherwise walked every
-    # questionnaire of that site's participants (2 s at 100,000 participants) rather than the
-    # hour's few through the time indexes.
-    query = query.where(Participant.site_code.concat("").in_(filters.sites))
+    query = query.where(_site_in(filters.sites))
     if filters.visit:
         query = query.where(visit_key_expression() == filters.visit)
     if filters.instrument:
@@ -71,6 +67,19 @@ def _assignments_in_scope(query: sa.Select, filters: Filters, now: datetime) -> 
     if filters.study_id:
         query = query.where(Participant.study_id.startswith(filters.study_id, autoescape=True))
     return query
+
+
+def _site_in(sites: tuple[str, ...]) -> sa.ColumnElement[bool]:
+    """The participant's site among these, for queries bounded by opening or closing times.
+
+    On SQLite, as an expression no index serves: with one site asked for, its planner otherwise
+    walked every questionnaire of that site's participants (2 s at 100,000 participants) rather
+    than the hour's few through the time indexes. PostgreSQL keeps statistics on the column; the
+    same expression made it guess 1.5 % of participants and loop over all of them (0.6 s).
+    """
+    if db.session.get_bind().dialect.name == "postgresql":
+        return Participant.site_code.in_(sites)
+    return Participant.site_code.concat("").in_(sites)
 
 
 def _epoch_seconds(column) -> sa.ColumnElement:

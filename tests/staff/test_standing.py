@@ -159,9 +159,7 @@ def test_standing_is_filled_for_questionnaires_written_before_the_migration(app,
     _agrees(portal_clock.now())
 
 
-def test_tally_command_finds_a_standing_written_behind_the_triggers_and_recounts_it(
-    app, in_year
-):
+def test_tally_command_finds_a_standing_written_behind_the_triggers_and_recounts_it(app, in_year):
     """A restore that wrote the standing alone (or dropped rows) is reported, and repaired."""
     person = in_year("JGH", days=40, habit="some")
     other = in_year("CHUM", days=100, habit="all")
@@ -188,3 +186,23 @@ def test_tally_command_finds_a_standing_written_behind_the_triggers_and_recounts
     assert "recounted for 2 participants" in result.output
     _agrees(portal_clock.now())
     assert _row(person).missed
+
+
+def test_the_background_workers_pass_recounts_the_rows_the_clock_made_due(app, in_year):
+    """The wave of rows due when a site's windows turn at midnight is recounted by the worker
+    (`flask reminders dispatch --loop` sends `worker_pass` at each pass), not by a coordinator's
+    request."""
+    from patient_portal import signals
+
+    person = in_year("JGH", days=40, habit="some")
+    now = portal_clock.now()
+    standing.bring_up_to_date(now)
+    turn = _row(person).fresh_until
+    assert turn is not None and turn > now.timestamp()
+    later = now + timedelta(seconds=turn - int(now.timestamp()) + 1)
+
+    signals.worker_pass.send(later)
+
+    assert _row(person).fresh_until > later.timestamp()
+    assert standing.bring_up_to_date(later) == 0
+    _agrees(later)
