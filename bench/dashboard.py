@@ -146,6 +146,7 @@ def seed(
                 "occurrence": what.get("occurrence", 0),
                 "visit_id": what.get("visit_id"),
                 "series_code": what.get("series_code"),
+                "visit_key": what["visit_key"],
                 "instrument_id": what["instrument"],
                 "instrument_version": instruments[what["instrument"]].version,
                 "opens_at": opens,
@@ -218,7 +219,16 @@ def seed(
             closes = midnight(target + timedelta(days=visit.window_after + 1))
             for instrument in visit.questionnaires:
                 number += 1
-                assignment(pid, n, number, opens, closes, visit_id=vid, instrument=instrument)
+                assignment(
+                    pid,
+                    n,
+                    number,
+                    opens,
+                    closes,
+                    visit_id=vid,
+                    visit_key=visit.code,
+                    instrument=instrument,
+                )
         for series in protocol.series:
             for occurrence, day in enumerate(
                 range(series.from_day, series.to_day + 1, series.every_days)
@@ -232,6 +242,7 @@ def seed(
                     opens,
                     opens + timedelta(days=series.open_days),
                     series_code=series.code,
+                    visit_key=series.code,
                     occurrence=occurrence,
                     instrument=series.instrument,
                 )

@@ -22,6 +22,19 @@ STORED_STATUSES = ("planned", "in_progress", "completed", "withdrawn")
 STATES = ("upcoming", "open", "in_progress", "completed", "missed", "withdrawn")
 
 
+def _visit_key_default(context) -> str | None:
+    """The series code, or the code of the visit: for an insert that did not give it (the
+    planners do)."""
+    values = context.get_current_parameters()
+    if values.get("series_code"):
+        return values["series_code"]
+    if values.get("visit_id") is None:
+        return None
+    return context.connection.scalar(
+        sa.text("SELECT code FROM visit WHERE id = :id"), {"id": values["visit_id"]}
+    )
+
+
 class Assignment(db.Model):
     """One instrument to be answered by one participant, for a visit or a series occurrence."""
 
@@ -31,6 +44,10 @@ class Assignment(db.Model):
     participant_id: Mapped[int] = mapped_column(sa.ForeignKey("participant.id"))
     visit_id: Mapped[int | None] = mapped_column(sa.ForeignKey("visit.id"), index=True)
     series_code: Mapped[str | None] = mapped_column(sa.String(20))
+    # The visit's code or the series code, as the dashboard filters by it ("M3", "WEEKLY"):
+    # written once, since neither changes, so "closing soon at M3" is one index range and not a
+    # look-up of the visit of every questionnaire closing soon (issue 19).
+    visit_key: Mapped[str | None] = mapped_column(sa.String(20), default=_visit_key_default)
     occurrence: Mapped[int] = mapped_column(default=0)
     instrument_id: Mapped[str] = mapped_column(sa.String(64))
     instrument_version: Mapped[str] = mapped_column(sa.String(40))
@@ -56,6 +73,8 @@ class Assignment(db.Model):
         # The questionnaires opened lately with what makes them open now, from the index alone:
         # the "open" filter reads a few weeks of openings, not the rows (issue 19).
         sa.Index("ix_assignment_opens_window", "opens_at", "closes_at", "status", "participant_id"),
+        # One visit's questionnaires closing soon or just missed, from its own range (issue 19).
+        sa.Index("ix_assignment_visit_closes", "visit_key", "closes_at"),
         sa.CheckConstraint(
             "status IN ('planned', 'in_progress', 'completed', 'withdrawn')", name="status"
         ),

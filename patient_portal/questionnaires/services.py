@@ -236,6 +236,7 @@ def plan_assignments(participant: Participant, actor: str | None = None) -> int:
                 participant_id=participant.id,
                 visit_id=plan.visit.id if plan.visit else None,
                 series_code=plan.series_code,
+                visit_key=plan.series_code or (plan.visit.code if plan.visit else None),
                 occurrence=plan.occurrence,
                 instrument_id=plan.instrument_id,
                 instrument_version=instrument.version,
@@ -636,6 +637,7 @@ def start_report(participant: Participant) -> Assignment:
     report = Assignment(
         participant_id=participant.id,
         series_code=unscheduled.code,
+        visit_key=unscheduled.code,
         occurrence=0 if last is None else last + 1,
         instrument_id=instrument.id,
         instrument_version=instrument.version,

@@ -61,7 +61,7 @@ def _assignments_in_scope(query: sa.Select, filters: Filters, now: datetime) -> 
     )
     query = query.where(_site_in(filters.sites))
     if filters.visit:
-        query = query.where(visit_key_expression() == filters.visit)
+        query = query.where(Assignment.visit_key == filters.visit)
     if filters.instrument:
         query = query.where(Assignment.instrument_id == filters.instrument)
     if filters.study_id:

@@ -196,3 +196,29 @@ def test_overview_lists_the_last_ten_sent_newest_first_and_never_a_missed_one(pl
     shown = overview.open + overview.due_soon + overview.done
     assert series[12] not in shown  # missed: never listed
     assert started in overview.open  # still finishable
+
+
+def test_every_questionnaire_carries_its_visit_key_however_it_was_written(planned):
+    """The dashboard filters by the stored visit key: planned visits' and series' questionnaires,
+    and one inserted without it (as a test or an import would), all carry the visit's code or
+    the series code."""
+    participant = planned()
+    codes = dict(db.session.execute(sa.select(Visit.id, Visit.code)).all())
+    rows = _assignments(participant)
+    assert {a.visit_key for a in rows} >= {"M0", "M3", "WEEKLY"}
+    assert all(a.visit_key == (a.series_code or codes[a.visit_id]) for a in rows)
+
+    m3 = next(a for a in rows if a.visit_key == "M3")
+    at_m3 = {a.instrument_id for a in rows if a.visit_id == m3.visit_id}
+    extra = Assignment(
+        participant_id=participant.id,
+        visit_id=m3.visit_id,
+        occurrence=1,
+        instrument_id=next(a.instrument_id for a in rows if a.instrument_id not in at_m3),
+        instrument_version="1.0",
+        opens_at=m3.opens_at,
+        closes_at=m3.closes_at,
+    )
+    db.session.add(extra)
+    db.session.flush()
+    assert extra.visit_key == "M3"
