@@ -116,6 +116,10 @@ def _anonymous_data(app: Flask, value: str) -> dict:
     return data
 
 
+# Loader options are immutable: built once, not for every request.
+_WITH_OWNER = (joinedload(AuthSession.participant), joinedload(AuthSession.staff))
+
+
 class ServerSessionInterface(SessionInterface):
     def open_session(self, app: Flask, request: Request) -> ServerSession:
         token = request.cookies.get(self.get_cookie_name(app))
@@ -125,11 +129,7 @@ class ServerSessionInterface(SessionInterface):
             # A signed anonymous cookie: server tokens are URL-safe base64, without dots.
             return ServerSession(_anonymous_data(app, token))
         # The row and its owner in one statement: every signed-in page needs both.
-        record = db.session.get(
-            AuthSession,
-            token_digest(token),
-            options=[joinedload(AuthSession.participant), joinedload(AuthSession.staff)],
-        )
+        record = db.session.get(AuthSession, token_digest(token), options=_WITH_OWNER)
         now = clock.now()
         if record is None or not session_is_live(record, now):
             return ServerSession()

@@ -24,6 +24,7 @@ from flask import (
     url_for,
 )
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from htmx_flask import request
 
@@ -67,25 +68,31 @@ class HomeSection:
 # --- Presentation ---------------------------------------------------------------------------
 
 
-def participant_state_label(state: str) -> str:
+# Translated when shown, one label at a time (a dict of gettext calls translated all six for
+# each of a timeline's visits).
+PARTICIPANT_STATE_LABELS = {
+    "done": _l("Visit done"),
+    "next": _l("Next visit"),
+    "later": _l("Coming later"),
+    "past": _l("Date passed"),
     # Cancelled and missed are worded neutrally and never give the coordinator's reason.
-    return {
-        "done": _("Visit done"),
-        "next": _("Next visit"),
-        "later": _("Coming later"),
-        "past": _("Date passed"),
-        "missed": _("This visit did not take place"),
-        "cancelled": _("This visit will not take place"),
-    }[state]
+    "missed": _l("This visit did not take place"),
+    "cancelled": _l("This visit will not take place"),
+}
+STAFF_STATUS_LABELS = {
+    "planned": _l("Status: planned"),
+    "completed": _l("Status: completed"),
+    "missed": _l("Status: missed"),
+    "cancelled": _l("Status: cancelled"),
+}
+
+
+def participant_state_label(state: str) -> str:
+    return str(PARTICIPANT_STATE_LABELS[state])
 
 
 def staff_status_label(status: str) -> str:
-    return {
-        "planned": _("Status: planned"),
-        "completed": _("Status: completed"),
-        "missed": _("Status: missed"),
-        "cancelled": _("Status: cancelled"),
-    }[status]
+    return str(STAFF_STATUS_LABELS[status])
 
 
 def format_skeleton(skeleton: str, value: date, locale: str) -> str:

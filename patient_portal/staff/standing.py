@@ -159,9 +159,9 @@ def mark_all_due() -> int:
             ["participant_id", "site_code", *STATES, "visits", "fresh_until"], missing
         )
     )
-    marked = db.session.execute(sa.update(standing).values(fresh_until=0)).rowcount
+    db.session.execute(sa.update(standing).values(fresh_until=0))
     db.session.flush()
-    return marked
+    return db.session.scalar(sa.select(sa.func.count()).select_from(standing)) or 0
 
 
 def differences(now: datetime) -> list[tuple]:
