@@ -73,6 +73,8 @@ def dispatch_command(loop: bool, interval: float, plan_every: float) -> None:
                 last_plan = time.monotonic()
             counts = dispatcher.run_once()
             signals.worker_pass.send(clock.now())
+            # No transaction left open between passes: an idle one would hold back vacuum.
+            db.session.rollback()
             if counts.claimed:
                 click.echo(f"{clock.now():%Y-%m-%d %H:%M:%S}Z {_summary(counts)}")
         except Exception as error:  # the database restarting must not stop the service
