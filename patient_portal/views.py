@@ -5,14 +5,23 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
-from flask import Blueprint, abort, current_app, jsonify, redirect, render_template, request
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+)
 from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy.exc import SQLAlchemyError
 
 from patient_portal import audit
 from patient_portal.extensions import db
-from patient_portal.i18n import LANGUAGE_COOKIE, LANGUAGES
+from patient_portal.i18n import LANGUAGE_COOKIE, LANGUAGES, current_language
 from patient_portal.inputs import has_control_character
 from patient_portal.protocol.services import get_protocol
 
@@ -37,7 +46,17 @@ def local_path(target: str | None, default: str = "/") -> str:
 
 
 def nav_links() -> list[tuple[str, str]]:
-    """The main menu for the signed-in person; features that are not installed are left out."""
+    """The main menu for the signed-in person; features that are not installed are left out.
+    Worked out once per request and language (the header asks for it twice: the menu and the
+    entries pinned beside it)."""
+    key = (current_user.get_id(), current_language())
+    cached = g.get("nav_links")
+    if cached is None or cached[0] != key:
+        cached = g.nav_links = (key, _menu_for_current_user())
+    return cached[1]
+
+
+def _menu_for_current_user() -> list[tuple[str, str]]:
     if not current_user.is_authenticated:
         return []
     if current_user.is_staff:
