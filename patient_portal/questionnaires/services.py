@@ -375,7 +375,13 @@ def _overview_statement() -> sa.Select:
             Assignment.participant_id == sa.bindparam("participant_id"),
             Assignment.status == "completed",
         )
-        .order_by(*_done_order(Submission.submitted_at))
+        # Newest done first, as the list shows them: by the date sent (the closing date for
+        # one marked done without a submission), then the later window.
+        .order_by(
+            sa.func.coalesce(Submission.submitted_at, Assignment.closes_at).desc(),
+            Assignment.closes_at.desc(),
+            Assignment.id.desc(),
+        )
         .limit(DONE_SHOWN)
         .correlate(None)
     )
@@ -394,16 +400,6 @@ def _overview_statement() -> sa.Select:
         # The submission's date in the same statement (an outer join: at most one per
         # questionnaire), not one query per questionnaire done, nor its answers.
         .options(joinedload(Assignment.submission).load_only(Submission.submitted_at))
-    )
-
-
-def _done_order(submitted_at) -> tuple:
-    """Newest done first, as the list shows them: by the date sent (the closing date for one
-    marked done without a submission), then the later window."""
-    return (
-        sa.func.coalesce(submitted_at, Assignment.closes_at).desc(),
-        Assignment.closes_at.desc(),
-        Assignment.id.desc(),
     )
 
 

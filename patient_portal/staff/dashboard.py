@@ -69,6 +69,10 @@ def _assignments_in_scope(query: sa.Select, filters: Filters, now: datetime) -> 
     return query
 
 
+def _dialect() -> str:
+    return db.session.get_bind().dialect.name
+
+
 def _site_in(sites: tuple[str, ...]) -> sa.ColumnElement[bool]:
     """The participant's site among these, for queries bounded by opening or closing times.
 
@@ -77,16 +81,9 @@ def _site_in(sites: tuple[str, ...]) -> sa.ColumnElement[bool]:
     than the hour's few through the time indexes. PostgreSQL keeps statistics on the column; the
     same expression made it guess 1.5 % of participants and loop over all of them (0.6 s).
     """
-    if db.session.get_bind().dialect.name == "postgresql":
+    if _dialect() == "postgresql":
         return Participant.site_code.in_(sites)
     return Participant.site_code.concat("").in_(sites)
-
-
-def _epoch_seconds(column) -> sa.ColumnElement:
-    """Seconds since 1970 of a stored (naive UTC) timestamp, on either engine."""
-    if db.session.get_bind().dialect.name == "postgresql":
-        return sa.func.extract("epoch", column)
-    return sa.cast(sa.func.strftime("%s", column), sa.Integer)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,7 +324,7 @@ def _standing_says(filters: Filters) -> sa.ColumnElement[bool]:
     if filters.state:
         return getattr(standing, filters.state).is_(True)
     # A plain search for ",M3," (LIKE would build its pattern row by row).
-    find = "strpos" if db.session.get_bind().dialect.name == "postgresql" else "instr"
+    find = "strpos" if _dialect() == "postgresql" else "instr"
     return getattr(sa.func, find)(standing.visits, f",{filters.visit},") > 0
 
 
@@ -571,7 +568,8 @@ def _exact_weekly_counts(
     counted from start_at; `since` defaults to start_at (one range, so the index is used)."""
     week = sa.cast(
         sa.func.floor(
-            (_epoch_seconds(Assignment.closes_at) - int(start_at.timestamp())) / (7 * 86400.0)
+            (standing.epoch_seconds(Assignment.closes_at, _dialect()) - int(start_at.timestamp()))
+            / (7 * 86400.0)
         ),
         sa.Integer,
     ).label("week")

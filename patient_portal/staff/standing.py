@@ -25,8 +25,7 @@ from patient_portal.accounts.models import Participant
 from patient_portal.extensions import db
 from patient_portal.questionnaires.models import Assignment
 from patient_portal.questionnaires.services import grace
-from patient_portal.questionnaires.states import STATES, state_condition, visit_key_expression
-from patient_portal.schedule.models import Visit
+from patient_portal.questionnaires.states import STATES, state_condition
 from patient_portal.staff.models import QuestionnaireStanding
 
 NOT_DONE = ("planned", "in_progress")
@@ -48,7 +47,7 @@ def _any(condition, dialect: str) -> sa.ColumnElement[bool]:
 
 
 def _visit_keys(dialect: str) -> sa.ColumnElement[str]:
-    key = sa.distinct(visit_key_expression())
+    key = sa.distinct(Assignment.visit_key)
     if dialect == "postgresql":
         listed = sa.func.string_agg(key, sa.literal_column("','"))
     else:
@@ -82,29 +81,27 @@ def next_change(now: datetime, dialect: str) -> sa.ColumnElement[int | None]:
 def counted(now: datetime, dialect: str, participants=None) -> sa.Select:
     """(participant_id, each state, visits, fresh_until) counted from the questionnaires, for
     the given participants (a subquery of ids) or for everyone."""
-    query = (
-        sa.select(
-            Assignment.participant_id.label("participant_id"),
-            *(_any(state_condition(state, now), dialect).label(state) for state in STATES),
-            _visit_keys(dialect).label("visits"),
-            next_change(now, dialect).label("fresh_until"),
-        )
-        .outerjoin(Visit, Visit.id == Assignment.visit_id)
-        .group_by(Assignment.participant_id)
-    )
+    query = sa.select(
+        Assignment.participant_id.label("participant_id"),
+        *(_any(state_condition(state, now), dialect).label(state) for state in STATES),
+        _visit_keys(dialect).label("visits"),
+        next_change(now, dialect).label("fresh_until"),
+    ).group_by(Assignment.participant_id)
     if participants is not None:
         query = query.where(Assignment.participant_id.in_(participants))
     return query
 
 
-def _due(now: datetime, dialect: str) -> sa.Select:
+def _due(now: datetime, taken_on: str | None = None) -> sa.Select:
+    """The participants whose row is due at `now`; taken (locked, skipping those a writer holds)
+    when the statement runs on PostgreSQL."""
     standing = QuestionnaireStanding
     due = (
         sa.select(standing.participant_id)
         .where(standing.fresh_until <= int(now.timestamp()))
         .correlate(None)
     )
-    if dialect == "postgresql":
+    if taken_on == "postgresql":
         due = due.order_by(standing.participant_id).with_for_update(skip_locked=True)
     return due
 
@@ -114,7 +111,7 @@ def bring_up_to_date(now: datetime) -> int:
     standing = QuestionnaireStanding
     # Most views find nothing due: one index probe, and no write transaction (on SQLite, even an
     # UPDATE of no row would take the database's write lock).
-    if not db.session.scalar(sa.select(_due(now, "any").exists())):
+    if not db.session.scalar(sa.select(_due(now).exists())):
         return 0
     with db.engine.begin() as connection:
         dialect = connection.dialect.name
