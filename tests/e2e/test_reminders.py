@@ -154,6 +154,11 @@ def test_the_worker_shows_a_push_and_a_tap_opens_its_page(live_server, new_phone
     )
     page.wait_for_url(live_server + "/visits")
     assert page.evaluate(NOTIFICATIONS) == []
+    # The new page registers the worker again on load, which checks /sw.js for a new version. A
+    # push delivered while that check was under way was once never shown (CI, on a loaded
+    # machine), so the next push waits for the page's load and for the check to end.
+    page.wait_for_load_state("load")
+    page.evaluate("async () => (await navigator.serviceWorker.ready).update()")
 
     # A payload pointing elsewhere cannot send the participant off the portal.
     cdp.send(
